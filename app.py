@@ -1,0 +1,266 @@
+"""Entry point: the command line (ingest, search, ask, transcribe, say) and `serve` (the web page).
+
+This is the edge: RagErrors become one line on stderr and exit status 2 here, and nowhere else.
+JSON goes to stdout; logs and progress bars go to stderr. See README.md and ../shared/CLI-CONTRACT.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from rag.config import load_config
+from rag.errors import RagError, UserInputError, one_line
+
+log = logging.getLogger("app")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="app.py", description="Offline voice RAG chatbot over your documents.")
+    p.add_argument("--config", default="config.yaml", help="config file (default config.yaml)")
+    p.add_argument("--data-dir", help="where this instance keeps its index, history and caches")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value by dotted key, e.g. retrieval.k=8 (repeatable)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = p.add_subparsers(dest="command")
+
+    s = sub.add_parser("serve", help="start the web page (the default)")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+
+    s = sub.add_parser("ingest", help="add or refresh documents (files, folders, http(s) URLs)")
+    s.add_argument("paths", nargs="*", metavar="PATH_OR_URL")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--rebuild", action="store_true", help="drop the index first and build it from scratch")
+    s.add_argument("--remove", action="store_true", help="remove these documents from the index instead")
+    s.add_argument("--list", action="store_true", help="list indexed documents")
+
+    for name, help_ in (("search", "retrieval only, no generation"), ("ask", "the full, cited answer")):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("question", help="the question, or - to read one per line from stdin (JSON lines out)")
+        s.add_argument("-k", type=int, help="passages to retrieve")
+        s.add_argument("--history", help="JSON file with [{\"role\": ..., \"content\": ...}] messages")
+        s.add_argument("--json", action="store_true")
+        if name == "ask":
+            s.add_argument("--speak", metavar="OUT.wav", help="also speak the answer into this WAV file")
+            s.add_argument("--voice", action="store_true", help="answer in a style made to be heard")
+
+    s = sub.add_parser("transcribe", help="speech to text")
+    s.add_argument("audio")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("say", help="speak a text into a WAV file")
+    s.add_argument("text")
+    s.add_argument("-o", "--output", required=True, metavar="OUT.wav")
+    return p
+
+
+def _read_history(path: str | None) -> list[dict]:
+    if not path:
+        return []
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserInputError(f"history file '{path}' not found") from None
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"history file '{path}' is not valid JSON: {err}") from None
+    if not isinstance(data, list):
+        raise UserInputError(f"history file '{path}' must hold a JSON list of {{role, content}} messages")
+    return data
+
+
+def _batch_lines():
+    """Yield (question, history) per stdin line: plain text, or {"question": ..., "history": [...]}."""
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+                yield str(obj.get("question", "")), obj.get("history") or []
+            except (ValueError, AttributeError):
+                yield None, line
+        else:
+            yield line, []
+
+
+def _emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def cmd_ingest(engines, args) -> int:
+    from rag.ingest import wipe_index
+
+    if args.list:
+        docs = engines.index.catalog.documents()
+        if args.json:
+            _emit({"documents": [{"source": d.source, "uri": d.uri, "chunks": d.n_chunks} for d in docs]})
+        else:
+            for d in docs:
+                print(f"{d.n_chunks:6d}  {d.source}")
+        return 0
+    if args.remove:
+        removed = sum(engines.ingestor.remove(str(Path(p).resolve()) if not p.startswith("http") else p)
+                      for p in args.paths)
+        print(json.dumps({"removed": removed}) if args.json else f"{removed} removed")
+        return 0
+    if not args.paths:
+        raise UserInputError("ingest needs at least one file, folder or URL")
+    if args.rebuild:
+        wipe_index(engines.cfg)
+    report = engines.ingestor.ingest(args.paths, progress=sys.stderr.isatty() or not args.json)
+    if args.json:
+        _emit(report.as_json())
+    else:
+        print(report.summary())
+        for err in report.errors:
+            print(f"  skipped: {err['error']}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+def _search_json(engines, question, history, k) -> dict:
+    standalone, hits = engines.pipeline().search(question, history, k)
+    return {"question": question, "standalone_question": standalone, "hits": [h.as_json() for h in hits]}
+
+
+def cmd_search(engines, args) -> int:
+    engines.ensure_documents()
+    if args.question == "-":
+        for question, history in _batch_lines():
+            try:
+                if question is None:
+                    raise UserInputError(f"input line is not valid JSON: {history[:80]}")
+                _emit(_search_json(engines, question, history, args.k))
+            except RagError as err:
+                _emit({"question": question, "error": one_line(err)})
+        return 0
+    result = _search_json(engines, args.question, _read_history(args.history), args.k)
+    if args.json:
+        _emit(result)
+    else:
+        print(f"standalone question: {result['standalone_question']}")
+        for n, hit in enumerate(result["hits"], 1):
+            where = hit["source"] + (f", {hit['location']}" if hit["location"] else "")
+            print(f"[{n}] {where} (score {hit['score']:.4f})\n    {hit['text'][:300]}")
+    return 0
+
+
+def _ask_once(engines, question, history, args, stream_text: bool) -> dict:
+    from rag.events import AudioChunk, Done, Failed, Notice, Queued, TextDelta
+    from rag.pipeline import AskOptions
+
+    t0 = time.perf_counter()
+    speak = bool(getattr(args, "speak", None))
+    options = AskOptions(k=args.k, voice=getattr(args, "voice", False), speak=speak)
+    audio, done = [], None
+    for event in engines.pipeline(speak=speak).ask(question, history, options, t0=t0):
+        if isinstance(event, TextDelta) and stream_text:
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        elif isinstance(event, AudioChunk):
+            audio.append(event)
+        elif isinstance(event, Queued):
+            log.info("waiting for the model: position %d", event.position)
+        elif isinstance(event, Notice):
+            print(f"warning: {event.message}", file=sys.stderr)
+        elif isinstance(event, Failed):
+            raise event.error if isinstance(event.error, RagError) else RagError(event.message)
+        elif isinstance(event, Done):
+            done = event
+    if speak:
+        from tts.wav import write_wav
+
+        import numpy as np
+        rate = audio[0].sample_rate if audio else 22050
+        write_wav(args.speak, np.concatenate([a.samples for a in audio]) if audio else np.zeros(0, np.float32), rate)
+    return {"answer": done.answer, "standalone_question": done.standalone_question,
+            "sources": [{"n": n, "source": h.source, "location": h.location, "text": h.text,
+                         "score": round(h.score, 6)} for n, h in enumerate(done.sources, 1)],
+            "timings": done.timings, "abstained": done.abstained}
+
+
+def cmd_ask(engines, args) -> int:
+    engines.ensure_documents()
+    if args.question == "-":
+        for question, history in _batch_lines():
+            try:
+                if question is None:
+                    raise UserInputError(f"input line is not valid JSON: {history[:80]}")
+                _emit(_ask_once(engines, question, history, args, stream_text=False))
+            except RagError as err:
+                _emit({"question": question, "error": one_line(err)})
+        return 0
+    history = _read_history(args.history)
+    if args.json:
+        _emit(_ask_once(engines, args.question, history, args, stream_text=False))
+        return 0
+    result = _ask_once(engines, args.question, history, args, stream_text=True)
+    print()
+    for src in result["sources"]:
+        where = src["source"] + (f", {src['location']}" if src["location"] else "")
+        print(f"  [{src['n']}] {where}")
+    return 0
+
+
+def cmd_transcribe(engines, args) -> int:
+    result = engines.transcriber.transcribe(args.audio)
+    out = {"text": result.text, "language": result.language, "duration_s": round(result.duration_s, 3),
+           "timings": result.timings}
+    if args.json:
+        _emit(out)
+    else:
+        print(result.text)
+    return 0
+
+
+def cmd_say(engines, args) -> int:
+    from tts.wav import write_wav
+
+    text = " ".join(args.text.split())
+    if not text:
+        raise UserInputError("nothing to say: the text is empty")
+    synth = engines.synthesizer
+    write_wav(args.output, synth.synthesize(text), synth.sample_rate)
+    return 0
+
+
+def cmd_serve(engines, args) -> int:
+    from web.page import serve   # gradio is imported only here, in the app layer
+
+    serve(engines, host=args.host, port=args.port)
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "ingest": cmd_ingest, "search": cmd_search, "ask": cmd_ask,
+            "transcribe": cmd_transcribe, "say": cmd_say}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "serve"
+    if command == "serve" and not args.command:
+        args.host, args.port = None, None
+    verbose = args.verbose or command == "serve"
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config, args.set, args.data_dir)
+        from rag.engines import Engines
+
+        return COMMANDS[command](Engines(cfg), args)
+    except RagError as err:
+        log.debug("failed", exc_info=True)
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

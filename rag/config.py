@@ -1,0 +1,206 @@
+"""One validated, immutable configuration, loaded once and passed down.
+
+`config.yaml` (or `--config PATH`) is read, `--set dotted.key=value` overrides are applied to the raw
+mapping, and the result is validated by pydantic with unknown keys forbidden, so a typo is an error
+that names the key instead of a setting silently ignored.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rag.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DocumentsConfig(_Section):
+    folder: str | None = "txt"          # ingested on `serve`, and on first use when the index is empty
+    auto_ingest: bool = True
+    extensions: tuple[str, ...] = (".txt", ".md", ".markdown", ".pdf", ".html", ".htm", ".docx")
+    max_file_mb: float = Field(50, gt=0)
+    max_upload_files: int = Field(20, ge=1)
+    url_timeout_s: float = Field(20, gt=0)
+    url_max_mb: float = Field(10, gt=0)
+    allow_private_urls: bool = False    # let URLs reach loopback/private/link-local addresses
+
+
+class ChunkingConfig(_Section):
+    # Sized in tokens of the embedding model's tokenizer: all-MiniLM-L6-v2 reads at most 256.
+    chunk_tokens: int = Field(160, ge=16, le=2048)
+    overlap_tokens: int = Field(32, ge=0)
+
+
+class EmbeddingsConfig(_Section):
+    backend: Literal["sentence-transformers"] = "sentence-transformers"
+    model: str = "shipped:all-MiniLM-L6-v2"
+    device: str = "cpu"
+    batch_size: int = Field(32, ge=1)
+
+
+class VectorStoreConfig(_Section):
+    backend: Literal["faiss", "qdrant"] = "faiss"
+    index: Literal["auto", "flat", "hnsw"] = "auto"
+    hnsw_min_chunks: int = Field(100_000, ge=1)   # "auto" switches from flat to HNSW at this size
+    qdrant_url: str | None = None                 # None: embedded Qdrant under the data dir
+    qdrant_collection: str = "chunks"
+
+
+class RetrievalConfig(_Section):
+    k: int = Field(5, ge=1, le=50)
+    candidates: int = Field(40, ge=1)     # per ranked list, before fusion
+    rrf_k: int = Field(60, ge=1)
+    lexical: bool = True                  # BM25 fused with dense search
+    # Below this best cosine similarity AND without a lexical match the documents are taken not to
+    # hold the answer, and the model is not asked (calibrated by bench/calibrate_abstention.py).
+    abstain_below: float = Field(0.30, ge=-1, le=1)
+
+
+class MemoryConfig(_Section):
+    rewrite: bool = True                 # ask the LLM for a standalone question on follow-ups
+    history_turns: int = Field(2, ge=0)  # recent user turns added to the history-aware query
+    max_messages: int = Field(40, ge=2)  # messages sent back to the model are cut to the newest
+
+
+class LLMConfig(_Section):
+    backend: Literal["llamacpp", "transformers", "openai"] = "llamacpp"
+    model: str = "shipped:SmolLM2-135M-Instruct-Q4_1"
+    n_ctx: int = Field(4096, ge=256)
+    n_threads: int = Field(2, ge=1)
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    device: str = "cpu"                   # transformers: cpu, cuda, auto
+    quantization: Literal["none", "nf4"] = "none"
+    gpu_max_memory_gib: dict[str, float] | None = None
+    base_url: str | None = None           # openai backend
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = Field(60, gt=0)
+    max_waiting: int = Field(16, ge=0)    # requests queued behind a busy local model
+    wait_timeout_s: float = Field(120, gt=0)
+
+
+class PromptConfig(_Section):
+    context_tokens: int = Field(1200, ge=64)   # budget for numbered sources in the prompt
+    max_question_chars: int = Field(4000, ge=10)
+
+
+class ASRConfig(_Section):
+    backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
+    model: str = "shipped:whisper-tiny.en"
+    device: str = "cpu"
+    compute_type: str = "int8"
+    language: str | None = "en"            # None: detect
+    vad: bool = True
+    beam_size: int = Field(1, ge=1)
+    max_audio_s: float = Field(900, gt=0)
+
+
+class TTSConfig(_Section):
+    enabled: bool = True
+    backend: Literal["hibari", "piper", "espeak-ng", "gtts"] = "hibari"
+    fallback: Literal["espeak-ng", "none"] = "espeak-ng"
+    voice: str | None = None
+    rate: float = Field(1.0, gt=0.25, le=4)
+
+
+class AuthConfig(_Section):
+    username_env: str = "RAG_USERNAME"
+    password_env: str = "RAG_PASSWORD"
+    username: str | None = None
+    password: str | None = None
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(7860, ge=1, le=65535)
+    concurrency_limit: int = Field(4, ge=1)
+    max_queue: int = Field(32, ge=1)
+    auth: AuthConfig = AuthConfig()
+
+
+class Config(_Section):
+    data_dir: str = "data"
+    documents: DocumentsConfig = DocumentsConfig()
+    chunking: ChunkingConfig = ChunkingConfig()
+    embeddings: EmbeddingsConfig = EmbeddingsConfig()
+    vector_store: VectorStoreConfig = VectorStoreConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    memory: MemoryConfig = MemoryConfig()
+    llm: LLMConfig = LLMConfig()
+    prompt: PromptConfig = PromptConfig()
+    asr: ASRConfig = ASRConfig()
+    tts: TTSConfig = TTSConfig()
+    server: ServerConfig = ServerConfig()
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node: Any = raw
+    model: type[BaseModel] | None = Config
+    for i, key in enumerate(keys):
+        if model is not None and key not in model.model_fields:
+            raise ConfigError(f"unknown config key '{'.'.join(keys[:i + 1])}' in --set {dotted}=...")
+        annotation = model.model_fields[key].annotation if model is not None else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if i == len(keys) - 1:
+            node[key] = value
+        else:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`retrieval.k=8` -> ("retrieval.k", 8); the value is read as YAML (numbers, booleans, null, lists)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE, got '{text}'")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key '{where}'"
+    return f"config value '{where}': {first['msg']}"
+
+
+def load_config(path: str | Path | None = "config.yaml", overrides: list[str] | tuple[str, ...] = (),
+                data_dir: str | None = None) -> Config:
+    """Read, override, validate. A missing default file means built-in defaults; a named one must exist."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        if file.exists():
+            try:
+                loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{file} is not valid YAML: {' '.join(str(err).split())[:200]}") from None
+            if loaded is not None and not isinstance(loaded, dict):
+                raise ConfigError(f"{file} must hold a mapping of settings at the top level")
+            raw = loaded or {}
+        elif str(path) != "config.yaml":
+            raise ConfigError(f"config file '{file}' not found; pass an existing file to --config")
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(raw, key, value)
+    if data_dir is not None:
+        raw["data_dir"] = data_dir
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_describe(err) + (f" in {path}" if path else "")) from None

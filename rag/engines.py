@@ -1,0 +1,91 @@
+"""Load each engine once, on first use, and hand the same instances to every caller.
+
+The CLI builds what a subcommand needs (`search` never loads the LLM); the page builds everything
+at start. Nothing here is a module global: an `Engines` is made by the entry point and passed in.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from functools import cached_property
+from pathlib import Path
+
+from rag.config import Config
+
+log = logging.getLogger(__name__)
+
+
+class Engines:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.cache_dir: Path = cfg.data_path / "cache"
+        self._lock = threading.RLock()
+
+    def _load(self, what: str, factory):
+        with self._lock:
+            log.info("loading %s", what)
+            return factory()
+
+    @cached_property
+    def embedder(self):
+        from rag.embeddings import load_embedder
+
+        return self._load("embedder", lambda: load_embedder(self.cfg.embeddings, self.cache_dir))
+
+    @cached_property
+    def index(self):
+        from rag.index import DocumentIndex
+
+        return self._load("index", lambda: DocumentIndex(self.cfg, self.embedder))
+
+    @cached_property
+    def ingestor(self):
+        from rag.ingest import Ingestor
+
+        return Ingestor(self.index, self.cfg)
+
+    @cached_property
+    def retriever(self):
+        from rag.retrieve import Retriever
+
+        return Retriever(self.index, self.cfg.retrieval)
+
+    @cached_property
+    def llm(self):
+        from rag.llm import load_chat_model
+
+        return self._load(f"chat model ({self.cfg.llm.backend})", lambda: load_chat_model(self.cfg.llm, self.cache_dir))
+
+    @cached_property
+    def synthesizer(self):
+        from tts.base import load_synthesizer
+
+        return self._load(f"speech synthesizer ({self.cfg.tts.backend})", lambda: load_synthesizer(self.cfg.tts))
+
+    @cached_property
+    def transcriber(self):
+        from asr.base import load_transcriber
+
+        return self._load(f"transcriber ({self.cfg.asr.backend})",
+                          lambda: load_transcriber(self.cfg.asr, self.cache_dir))
+
+    @cached_property
+    def history(self):
+        from rag.history import HistoryStore
+
+        return HistoryStore(self.cfg.data_path / "history.sqlite")
+
+    def pipeline(self, speak: bool = False):
+        from rag.pipeline import Pipeline
+
+        return Pipeline(self.cfg, self.retriever, self.llm, self.synthesizer if speak else None)
+
+    def ensure_documents(self, progress: bool = True, rescan: bool = False):
+        """Ingest the configured folder when the index is empty (or always, with `rescan`)."""
+        docs = self.cfg.documents
+        if not docs.auto_ingest or not docs.folder or not Path(docs.folder).is_dir():
+            return None
+        if not rescan and not self.index.is_empty():
+            return None
+        log.info("ingesting %s", docs.folder)
+        return self.ingestor.ingest([docs.folder], progress=progress)

@@ -1,0 +1,95 @@
+"""Typed events the pipeline yields; the CLI, the page, the benchmarks and the tests consume them.
+
+Like pipecat's frames: small immutable records, one per thing that happened, in order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved chunk."""
+
+    chunk_id: str
+    text: str
+    source: str            # path relative to the ingested folder, or the URL
+    location: str = ""     # "page 3", a heading, or ""
+    score: float = 0.0     # fused score (higher is better)
+    dense_score: float = 0.0  # cosine similarity of the chunk to the question
+
+    def as_json(self) -> dict[str, Any]:
+        return {"text": self.text, "source": self.source, "location": self.location,
+                "score": round(self.score, 6), "chunk_id": self.chunk_id}
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The request waits for a busy model; `position` 1 means next."""
+
+    position: int
+
+
+@dataclass(frozen=True)
+class Transcribed:
+    """A spoken question became text."""
+
+    text: str
+    language: str
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    question: str
+    standalone_question: str
+    hits: tuple[Hit, ...]
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class SentenceReady:
+    """A complete, speakable sentence of the answer (markdown and [n] markers removed)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """Speech for one sentence: mono float32 samples in [-1, 1]."""
+
+    samples: Any           # numpy.ndarray; Any keeps numpy out of this module's imports
+    sample_rate: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Done:
+    answer: str
+    standalone_question: str
+    sources: tuple[Hit, ...]
+    timings: dict[str, float] = field(default_factory=dict)
+    abstained: bool = False
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something went wrong that does not stop the answer (e.g. speech failed, text goes on)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The request failed; `message` is one plain line for the user."""
+
+    message: str
+    error: BaseException | None = None
+
+
+Event = Queued | Transcribed | Retrieved | TextDelta | SentenceReady | AudioChunk | Done | Notice | Failed

@@ -1,0 +1,162 @@
+"""Read documents into plain-text sections with a location (page, heading).
+
+One function per format; each raises SourceError with a one-line reason so that a bad file is
+reported and skipped while the rest of the batch still goes in.
+"""
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from rag.errors import SourceError
+
+
+@dataclass(frozen=True)
+class Section:
+    text: str
+    location: str = ""     # "page 3", "Heading > Subheading", or ""
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """Bytes to str: UTF-8 (with or without BOM) first, else the detected encoding; binary refused."""
+    if not data.strip():
+        raise SourceError(f"{name}: the file is empty")
+    if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise SourceError(f"{name}: looks like a binary file, not text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data[:1_000_000]).best()
+    if best is None:
+        raise SourceError(f"{name}: could not detect the text encoding (binary file?)")
+    return data.decode(best.encoding, errors="replace")
+
+
+_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+
+
+def markdown_sections(text: str) -> list[Section]:
+    """Split markdown at headings so each chunk knows the heading path it came from."""
+    sections: list[Section] = []
+    path: list[str] = []
+    buf: list[str] = []
+
+    def flush() -> None:
+        body = "\n".join(buf).strip()
+        if body:
+            sections.append(Section(body, " > ".join(path)))
+        buf.clear()
+
+    in_code = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+        match = None if in_code else _HEADING.match(line)
+        if match:
+            flush()
+            level = len(match.group(1))
+            path[:] = path[: level - 1] + [match.group(2)]
+            buf.append(line)
+        else:
+            buf.append(line)
+    flush()
+    return sections
+
+
+def pdf_sections(data: bytes, name: str) -> list[Section]:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            try:
+                if not reader.decrypt(""):
+                    raise SourceError(f"{name}: the PDF is password-protected; save an unlocked copy")
+            except SourceError:
+                raise
+            except Exception:  # noqa: BLE001 - pypdf raises various types for unsupported crypto
+                raise SourceError(f"{name}: the PDF is encrypted and cannot be opened") from None
+        sections = []
+        for number, page in enumerate(reader.pages, start=1):
+            text = (page.extract_text() or "").strip()
+            if text:
+                sections.append(Section(text, f"page {number}"))
+    except SourceError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as err:
+        raise SourceError(f"{name}: not a readable PDF ({type(err).__name__})") from None
+    if not sections:
+        raise SourceError(f"{name}: the PDF has no extractable text (scanned images need OCR first)")
+    return sections
+
+
+def html_sections(data: bytes | str, name: str, url: str | None = None) -> list[Section]:
+    import trafilatura
+
+    html = data if isinstance(data, str) else decode_text(data, name)
+    text = trafilatura.extract(html, url=url, include_comments=False, include_tables=True,
+                               output_format="markdown", favor_recall=True)
+    if not text or not text.strip():
+        from lxml import html as lxml_html   # boilerplate-free extraction found nothing: take all text
+
+        try:
+            text = lxml_html.fromstring(html).text_content()
+        except Exception:  # noqa: BLE001 - lxml raises several types on garbage
+            text = ""
+    if not text.strip():
+        raise SourceError(f"{name}: no readable text in the page")
+    return markdown_sections(text)
+
+
+def docx_sections(data: bytes, name: str) -> list[Section]:
+    import docx
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - python-docx raises zipfile/KeyError/ValueError variants
+        raise SourceError(f"{name}: not a readable .docx file") from None
+    lines = []
+    for para in document.paragraphs:
+        style = (para.style.name or "") if para.style is not None else ""
+        if style.startswith("Heading") and para.text.strip():
+            level = int(style.split()[-1]) if style.split()[-1].isdigit() else 1
+            lines.append("#" * min(level, 6) + " " + para.text.strip())
+        else:
+            lines.append(para.text)
+    text = "\n".join(lines)
+    if not text.strip():
+        raise SourceError(f"{name}: the document has no text")
+    return markdown_sections(text)
+
+
+def sections_from_bytes(data: bytes, name: str, kind: str, url: str | None = None) -> list[Section]:
+    """`kind` is a file extension ('.pdf') or a media type family ('html', 'pdf', 'text')."""
+    kind = kind.lower().lstrip(".")
+    if kind == "pdf":
+        return pdf_sections(data, name)
+    if kind in ("html", "htm"):
+        return html_sections(data, name, url)
+    if kind == "docx":
+        return docx_sections(data, name)
+    text = decode_text(data, name)
+    if kind in ("md", "markdown"):
+        return markdown_sections(text)
+    return [Section(text.strip())] if text.strip() else []
+
+
+def read_limited(path: Path, display_name: str, max_bytes: int) -> bytes:
+    """The file's bytes, refusing before reading when it is over the size limit."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise SourceError(f"{display_name}: {size / 1e6:.1f} MB is over the {max_bytes / 1e6:.0f} MB limit "
+                              "(documents.max_file_mb)")
+        return path.read_bytes()
+    except OSError as err:
+        raise SourceError(f"{display_name}: cannot read ({err.strerror})") from None

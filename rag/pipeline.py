@@ -1,0 +1,244 @@
+"""The question-to-answer pipeline, as plain Python yielding typed events.
+
+question -> standalone question -> retrieve -> prompt -> stream text -> sentences -> speech.
+The page, the CLI, the benchmarks and the tests all drive this one generator. Each call has its
+own state (no shared streamer), and closing the generator or setting `cancel` stops generation.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from rag.config import Config
+from rag.errors import RagError, UserInputError, one_line
+from rag.events import AudioChunk, Done, Event, Failed, Hit, Notice, Queued, Retrieved, SentenceReady, TextDelta
+from rag.llm import ChatModel, GenerationSettings
+from rag.prompt import (NOT_FOUND, answer_messages, best_supporting_source, cited_numbers, clean_rewrite,
+                        fit_sources, rewrite_messages, says_not_found)
+from rag.retrieve import Query, Retriever
+
+log = logging.getLogger(__name__)
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class AskOptions:
+    k: int | None = None
+    voice: bool = False        # the question came by voice: answer in a style made to be heard
+    speak: bool = False        # synthesize the answer sentence by sentence while it is written
+    rewrite: bool | None = None
+
+
+def clean_history(history: Sequence[Message] | None, limit: int) -> list[Message]:
+    out = []
+    for m in history or ():
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            raise UserInputError("history must be a list of {\"role\": \"user\"|\"assistant\", \"content\": ...}")
+        content = m.get("content")
+        if isinstance(content, str) and content.strip():
+            out.append({"role": m["role"], "content": content.strip()})
+    return out[-limit:]
+
+
+class Pipeline:
+    def __init__(self, cfg: Config, retriever: Retriever, llm: ChatModel, synthesizer=None):
+        self.cfg = cfg
+        self.retriever = retriever
+        self.llm = llm
+        self.synthesizer = synthesizer
+
+    # -- question -> passages -------------------------------------------------------------------
+    def check_question(self, question: str) -> str:
+        question = " ".join((question or "").split())
+        if not question:
+            raise UserInputError("the question is empty; type or say a question")
+        limit = self.cfg.prompt.max_question_chars
+        if len(question) > limit:
+            raise UserInputError(f"the question is {len(question):,} characters; the limit is {limit:,} "
+                                 "(prompt.max_question_chars): shorten it")
+        return question
+
+    def standalone(self, question: str, history: list[Message], rewrite: bool) -> str:
+        """The LLM's rewrite of a follow-up, or the question itself when there is no history."""
+        if not history or not rewrite:
+            return question
+        recent = history[-4:]
+        text = ""
+        try:
+            for position in self.llm.gate.wait():
+                log.debug("rewrite waits at %d", position)
+            try:
+                text = self.llm.complete(rewrite_messages(question, recent), GenerationSettings(48, 0.0))
+            finally:
+                self.llm.gate.leave()
+        except RagError as err:
+            log.warning("standalone rewrite skipped: %s", one_line(err))
+        return clean_rewrite(text, question) or question
+
+    def queries(self, question: str, standalone: str, history: list[Message]) -> list[Query]:
+        """Fuse the rewrite with history-aware queries: small models rewrite poorly, and the
+        previous turn usually names what a follow-up's pronouns point at."""
+        users = [m["content"] for m in history if m["role"] == "user"][-self.cfg.memory.history_turns:]
+        answers = [m["content"] for m in history if m["role"] == "assistant"]
+        if not users:
+            return [Query(standalone)]
+        queries = [Query(question, 0.5), Query(" ".join(users + [question]))]
+        if answers:
+            queries.append(Query(" ".join([users[-1], answers[-1][:600], question])))
+        if standalone != question:
+            queries.append(Query(standalone))
+        return queries
+
+    def search(self, question: str, history: Sequence[Message] | None = None, k: int | None = None,
+               rewrite: bool | None = None) -> tuple[str, list[Hit]]:
+        question = self.check_question(question)
+        hist = clean_history(history, self.cfg.memory.max_messages)
+        standalone = self.standalone(question, hist, self.cfg.memory.rewrite if rewrite is None else rewrite)
+        return standalone, self.retriever.search(self.queries(question, standalone, hist), k)
+
+    def should_abstain(self, hits: list[Hit]) -> bool:
+        return not hits or max(h.dense_score for h in hits) < self.cfg.retrieval.abstain_below
+
+    # -- the whole answer ------------------------------------------------------------------------
+    def ask(self, question: str, history: Sequence[Message] | None = None, options: AskOptions = AskOptions(),
+            cancel: threading.Event | None = None, t0: float | None = None) -> Iterator[Event]:
+        t0 = time.perf_counter() if t0 is None else t0
+        timings: dict[str, float] = {}
+
+        def mark(name: str) -> None:
+            timings.setdefault(name, round(time.perf_counter() - t0, 4))
+
+        speaker = _Speaker(self.synthesizer, mark) if options.speak and self.synthesizer else None
+        try:
+            hist = clean_history(history, self.cfg.memory.max_messages)
+            standalone, hits = self.search(question, hist, options.k, options.rewrite)
+            mark("retrieve_s")
+            abstain = self.should_abstain(hits)
+            sources = () if abstain else tuple(fit_sources(hits, self.llm.count_tokens,
+                                                           self.cfg.prompt.context_tokens))
+            yield Retrieved(question, standalone, sources)
+            if abstain or not sources:
+                answer = NOT_FOUND + " I could not find this in your documents."
+                mark("first_token_s")
+                yield TextDelta(answer)
+                yield from self._speak_all(speaker, answer)
+                mark("answer_done_s")
+                yield Done(answer, standalone, (), timings, abstained=True)
+                return
+            messages = answer_messages(question, sources, hist[-2:], options.voice)
+            for position in self.llm.gate.wait(cancel):
+                yield Queued(position)
+            parts: list[str] = []
+            try:
+                settings = GenerationSettings(self.cfg.llm.max_new_tokens, self.cfg.llm.temperature)
+                for delta in self.llm.stream(messages, settings, cancel):
+                    mark("first_token_s")
+                    parts.append(delta)
+                    yield TextDelta(delta)
+                    if speaker:
+                        speaker.feed(delta)
+                        yield from speaker.ready()
+            finally:
+                self.llm.gate.leave()
+            answer = "".join(parts).strip()
+            if not answer:
+                answer = NOT_FOUND
+                yield TextDelta(answer)
+            elif not cited_numbers(answer, len(sources)) and not says_not_found(answer):
+                n = best_supporting_source(answer, sources)
+                if n:   # small models often forget to cite: point at the passage the answer came from
+                    yield TextDelta(f" [{n}]")
+                    answer += f" [{n}]"
+            if speaker:
+                speaker.feed("", final=True)
+                yield from speaker.drain()
+            mark("answer_done_s")
+            abstained = says_not_found(answer)
+            yield Done(answer, standalone, sources, timings, abstained)
+        except RagError as err:
+            log.info("ask failed: %s", one_line(err))
+            yield Failed(one_line(err), err)
+        except Exception as err:  # noqa: BLE001 - the edge must get a message, the log the details
+            log.exception("ask failed unexpectedly")
+            yield Failed(f"internal error ({type(err).__name__}); see the log", err)
+        finally:
+            if speaker:
+                speaker.close()
+            log.info("timings %s", timings)
+
+    def _speak_all(self, speaker, text: str) -> Iterator[Event]:
+        if speaker:
+            speaker.feed(text, final=True)
+            yield from speaker.drain()
+
+
+class _Speaker:
+    """Sentence aggregator in front of a synthesis worker thread, so the first sentence is being
+    spoken while the model writes the next. Events come back in order through a queue."""
+
+    def __init__(self, synthesizer, mark):
+        from tts.sentences import SentenceSplitter, speakable
+
+        self.synth = synthesizer
+        self.mark = mark
+        self.speakable = speakable
+        self.splitter = SentenceSplitter()
+        self.todo: queue.Queue[str | None] = queue.Queue()
+        self.done: queue.Queue[Event | BaseException | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._work, name="tts-worker", daemon=True)
+        self.thread.start()
+        self.failed = False
+
+    def _work(self) -> None:
+        while (sentence := self.todo.get()) is not None:
+            try:
+                samples = self.synth.synthesize(sentence)
+                if len(samples):
+                    self.mark("first_audio_s")
+                    self.done.put(AudioChunk(samples, self.synth.sample_rate, sentence))
+            except Exception as err:  # noqa: BLE001 - reported to the consumer, speech stops, text goes on
+                self.done.put(err)
+                return
+        self.done.put(None)
+
+    def feed(self, delta: str, final: bool = False) -> None:
+        sentences = self.splitter.feed(delta) + (self.splitter.flush() if final else [])
+        for sentence in sentences:
+            spoken = self.speakable(sentence)
+            if spoken:
+                self.mark("first_sentence_s")
+                self.done.put(SentenceReady(spoken))
+                self.todo.put(spoken)
+        if final:
+            self.todo.put(None)
+
+    def _take(self, block: bool) -> Iterator[Event]:
+        while True:
+            try:
+                item = self.done.get(block=block, timeout=120 if block else None)
+            except queue.Empty:
+                return
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                if not self.failed:
+                    self.failed = True
+                    log.warning("speech synthesis failed: %s", one_line(item))
+                    yield Notice(f"speech stopped: {one_line(item)}")
+                if block:
+                    return
+                continue
+            yield item
+
+    def ready(self) -> Iterator[Event]:
+        yield from self._take(block=False)
+
+    def drain(self) -> Iterator[Event]:
+        yield from self._take(block=True)
+
+    def close(self) -> None:
+        self.todo.put(None)

@@ -1,0 +1,54 @@
+"""Hybrid retrieval: dense (FAISS) and lexical (BM25) ranked lists fused by reciprocal rank.
+
+Several queries can be fused at once, which is how follow-ups work even when the small model
+rewrites them badly: the rewritten question and a history-aware query (the question with the
+recent user turns) each contribute their ranked lists.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rag.config import RetrievalConfig
+from rag.events import Hit
+from rag.index import DocumentIndex
+
+
+@dataclass(frozen=True)
+class Query:
+    text: str
+    weight: float = 1.0
+    lexical: bool = True
+
+
+class Retriever:
+    def __init__(self, index: DocumentIndex, cfg: RetrievalConfig):
+        self.index = index
+        self.cfg = cfg
+
+    def search(self, queries: list[Query], k: int | None = None) -> list[Hit]:
+        k = k or self.cfg.k
+        self.index.refresh()       # pick up another process's ingest
+        queries = [q for q in queries if q.text.strip()]
+        if not queries:
+            return []
+        vectors = self.index.embedder.embed([q.text for q in queries])
+        fused: dict[int, float] = {}
+        best_dense: dict[int, float] = {}
+        for query, vector in zip(queries, vectors):
+            lists = [self.index.dense(vector, self.cfg.candidates)]
+            for hit in lists[0]:
+                best_dense[hit.chunk_id] = max(best_dense.get(hit.chunk_id, -1.0), hit.score)
+            if self.cfg.lexical and query.lexical:
+                lists.append(self.index.lexical_search(query.text, self.cfg.candidates))
+            for ranked in lists:
+                for rank, hit in enumerate(ranked):
+                    fused[hit.chunk_id] = fused.get(hit.chunk_id, 0.0) + query.weight / (self.cfg.rrf_k + rank + 1)
+        top = sorted(fused, key=fused.__getitem__, reverse=True)[:k]
+        refs = self.index.refs(top)
+        return [Hit(chunk_id=str(cid), text=refs[cid].text, source=refs[cid].source, location=refs[cid].location,
+                    score=fused[cid], dense_score=best_dense.get(cid, 0.0))
+                for cid in top if cid in refs]
+
+    def best_dense_score(self, text: str) -> float:
+        hits = self.index.dense(self.index.embedder.embed_query(text), 1)
+        return hits[0].score if hits else -1.0

@@ -1,0 +1,162 @@
+"""Vector store interface and the FAISS backend.
+
+The SQLite catalog (rag/catalog.py) holds every chunk's vector and is the source of truth; the
+vector store is a search structure derived from it, saved atomically with the catalog generation
+it reflects, and rebuilt from the catalog whenever the two disagree (e.g. after a crash).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from rag.config import VectorStoreConfig
+
+log = logging.getLogger(__name__)
+
+
+class VectorStore(ABC):
+    @abstractmethod
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def remove(self, ids: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Replace everything with exactly these vectors (from the catalog)."""
+
+    def needs_rebuild(self) -> bool:
+        return False
+
+    @abstractmethod
+    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, cosine scores), best first; ids are catalog chunk ids."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    def save(self, generation: int) -> None:
+        """Persist (if the backend keeps its own files) as reflecting catalog `generation`."""
+
+    def saved_generation(self) -> int | None:
+        return None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class FaissStore(VectorStore):
+    """Exact inner-product search (flat) or HNSW, picked by size when `index: auto`.
+
+    HNSW cannot delete in place, so removals there are dropped from results by id and the graph
+    is rebuilt from the catalog once a tenth of it is stale.
+    """
+
+    def __init__(self, cfg: VectorStoreConfig, dimension: int, folder: Path):
+        import faiss
+
+        self.faiss = faiss
+        self.cfg = cfg
+        self.dimension = dimension
+        self.path = folder / "vectors.faiss"
+        self.generation_path = folder / "vectors.generation"
+        self.index = self._new_index(0)
+        self.stale: set[int] = set()
+        if self.path.exists():
+            try:
+                self.index = faiss.read_index(str(self.path))
+            except RuntimeError as err:   # a truncated file: the catalog rebuilds it
+                log.warning("vector file %s unreadable (%s); it will be rebuilt", self.path, err)
+                self.path.unlink()
+
+    def kind_for(self, n: int) -> str:
+        if self.cfg.index != "auto":
+            return self.cfg.index
+        return "hnsw" if n >= self.cfg.hnsw_min_chunks else "flat"
+
+    def _new_index(self, n: int):
+        faiss = self.faiss
+        if self.kind_for(n) == "hnsw":
+            inner = faiss.IndexHNSWFlat(self.dimension, 32, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efConstruction = 80
+            inner.hnsw.efSearch = 96
+        else:
+            inner = faiss.IndexFlatIP(self.dimension)
+        return faiss.IndexIDMap2(inner)
+
+    @property
+    def is_hnsw(self) -> bool:
+        return isinstance(self.faiss.downcast_index(self.index.index), self.faiss.IndexHNSWFlat)
+
+    def rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.index = self._new_index(len(ids))
+        self.stale.clear()
+        if len(ids):
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+
+    def needs_rebuild(self) -> bool:
+        n = self.index.ntotal
+        wrong_kind = (self.kind_for(n) == "hnsw") != self.is_hnsw
+        return wrong_kind or (bool(self.stale) and len(self.stale) > 0.1 * max(n, 1))
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self.stale.difference_update(int(i) for i in ids)
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+
+    def remove(self, ids: np.ndarray) -> None:
+        if not len(ids):
+            return
+        if self.is_hnsw:
+            self.stale.update(int(i) for i in ids)
+        else:
+            self.index.remove_ids(ids.astype(np.int64))
+
+    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.index.ntotal == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        want = min(k + len(self.stale), self.index.ntotal)
+        scores, ids = self.index.search(np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32), want)
+        keep = [(i, s) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in self.stale][:k]
+        return (np.array([i for i, _ in keep], dtype=np.int64), np.array([s for _, s in keep], dtype=np.float32))
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal) - len(self.stale)
+
+    def save(self, generation: int) -> None:
+        data = self.faiss.serialize_index(self.index).tobytes()
+        _atomic_write(self.path, data)
+        # Written after the vectors: a crash in between leaves an old number, which only costs a rebuild.
+        _atomic_write(self.generation_path, str(generation).encode())
+
+    def saved_generation(self) -> int | None:
+        try:
+            return int(self.generation_path.read_text()) if self.path.exists() else None
+        except (OSError, ValueError):
+            return None
+
+
+BACKENDS = {"faiss": FaissStore}
+
+
+def open_vector_store(cfg: VectorStoreConfig, dimension: int, folder: Path) -> VectorStore:
+    if cfg.backend not in BACKENDS:
+        from rag.errors import ConfigError
+
+        raise ConfigError(f"vector_store.backend '{cfg.backend}' is not available in this build; use 'faiss'")
+    return BACKENDS[cfg.backend](cfg, dimension, folder)
