@@ -111,6 +111,10 @@ def cmd_ingest(engines, args) -> int:
         return 0
     if not args.paths:
         raise UserInputError("ingest needs at least one file, folder or URL")
+    missing = [p for p in args.paths if not p.lower().startswith(("http://", "https://")) and not Path(p).exists()]
+    if len(missing) == len(args.paths):
+        raise UserInputError(f"no such file or folder: {missing[0]}" + (f" (and {len(missing) - 1} more)"
+                                                                          if len(missing) > 1 else ""))
     if args.rebuild:
         wipe_index(engines.cfg)
     report = engines.ingestor.ingest(args.paths, progress=sys.stderr.isatty() or not args.json)
@@ -128,7 +132,17 @@ def _search_json(engines, question, history, k) -> dict:
     return {"question": question, "standalone_question": standalone, "hits": [h.as_json() for h in hits]}
 
 
+def _check_question(args) -> None:
+    """Fail fast, before any model loads."""
+    if args.question != "-" and not args.question.strip():
+        raise UserInputError("the question is empty; pass a question, or - to read questions from stdin")
+    if args.k is not None and not 1 <= args.k <= 50:
+        raise UserInputError(f"-k must be between 1 and 50, got {args.k}")
+
+
 def cmd_search(engines, args) -> int:
+    _check_question(args)
+    history = _read_history(args.history)
     engines.ensure_documents()
     if args.question == "-":
         for question, history in _batch_lines():
@@ -139,7 +153,7 @@ def cmd_search(engines, args) -> int:
             except RagError as err:
                 _emit({"question": question, "error": one_line(err)})
         return 0
-    result = _search_json(engines, args.question, _read_history(args.history), args.k)
+    result = _search_json(engines, args.question, history, args.k)
     if args.json:
         _emit(result)
     else:
@@ -185,6 +199,8 @@ def _ask_once(engines, question, history, args, stream_text: bool) -> dict:
 
 
 def cmd_ask(engines, args) -> int:
+    _check_question(args)
+    history = _read_history(args.history)
     engines.ensure_documents()
     if args.question == "-":
         for question, history in _batch_lines():
@@ -195,7 +211,6 @@ def cmd_ask(engines, args) -> int:
             except RagError as err:
                 _emit({"question": question, "error": one_line(err)})
         return 0
-    history = _read_history(args.history)
     if args.json:
         _emit(_ask_once(engines, args.question, history, args, stream_text=False))
         return 0

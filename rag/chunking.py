@@ -26,7 +26,8 @@ class Chunk:
 
     @property
     def hash(self) -> str:
-        return hashlib.sha1(self.embed_text.encode("utf-8")).hexdigest()
+        """Identity for deduplication: the passage itself, wherever (and under whatever title) it occurs."""
+        return hashlib.sha1(self.text.encode("utf-8")).hexdigest()
 
 
 def make_splitter(count_tokens: Callable[[str], int], chunk_tokens: int, overlap_tokens: int

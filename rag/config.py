@@ -32,8 +32,8 @@ class DocumentsConfig(_Section):
 
 class ChunkingConfig(_Section):
     # Sized in tokens of the embedding model's tokenizer: all-MiniLM-L6-v2 reads at most 256.
-    chunk_tokens: int = Field(160, ge=16, le=2048)
-    overlap_tokens: int = Field(32, ge=0)
+    chunk_tokens: int = Field(200, ge=16, le=2048)
+    overlap_tokens: int = Field(40, ge=0)
 
 
 class EmbeddingsConfig(_Section):

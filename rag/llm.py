@@ -25,6 +25,20 @@ log = logging.getLogger(__name__)
 Message = dict[str, str]
 
 
+def fold_system(messages: list[Message]) -> list[Message]:
+    """Move system text into the first user message, for chat templates without a system role
+    (Mistral-7B-Instruct-v0.2: "Conversation roles must alternate user/assistant/...")."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    rest = [dict(m) for m in messages if m["role"] != "system"]
+    if not system:
+        return rest
+    for m in rest:
+        if m["role"] == "user":
+            m["content"] = f"{system}\n\n{m['content']}"
+            return rest
+    return [{"role": "user", "content": system}, *rest]
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     max_new_tokens: int = 256
@@ -156,13 +170,25 @@ class OpenAIModel(ChatModel):
         # The server batches; we only bound how many streams we hold open at once.
         self.gate = Gate(max(cfg.max_waiting, 1), cfg.max_waiting, cfg.wait_timeout_s)
 
+    def _create(self, messages, settings):
+        import openai
+
+        kwargs = dict(model=self.name, stream=True, max_tokens=settings.max_new_tokens,
+                      temperature=settings.temperature)
+        try:
+            return self.client.chat.completions.create(messages=messages, **kwargs)
+        except openai.BadRequestError as err:
+            # Some chat templates have no system role; the server's template raises. Fold and retry once.
+            text = str(err.message).lower()
+            if any(m["role"] == "system" for m in messages) and ("alternate" in text or "system" in text):
+                return self.client.chat.completions.create(messages=fold_system(messages), **kwargs)
+            raise
+
     def stream(self, messages, settings, cancel=None):
         import openai
 
         try:
-            response = self.client.chat.completions.create(
-                model=self.name, messages=messages, stream=True, max_tokens=settings.max_new_tokens,
-                temperature=settings.temperature)
+            response = self._create(messages, settings)
             try:
                 for chunk in response:
                     if cancel is not None and cancel.is_set():
@@ -170,15 +196,18 @@ class OpenAIModel(ChatModel):
                     if chunk.choices and chunk.choices[0].delta.content:
                         yield chunk.choices[0].delta.content
             finally:
-                response.close()
+                response.close()   # closes the HTTP stream: the server stops generating
         except openai.APITimeoutError:
             raise BackendError(f"the model server at {self.base_url} did not answer within "
-                               f"{self.timeout_s:.0f} s") from None
+                               f"{self.timeout_s:g} s (llm.timeout_s)") from None
         except openai.APIConnectionError:
             raise BackendError(f"cannot reach the model server at {self.base_url}; is it running?") from None
         except openai.APIStatusError as err:
             raise BackendError(f"the model server at {self.base_url} answered HTTP {err.status_code}: "
-                               f"{str(err.message)[:160]}") from None
+                               f"{' '.join(str(err.message).split())[:160]}") from None
+        except openai.APIError as err:   # an error event inside the stream
+            raise BackendError(f"the model server at {self.base_url} failed: "
+                               f"{' '.join(str(err.message).split())[:160]}") from None
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4)   # no tokenizer for a remote model: ~4 characters per token

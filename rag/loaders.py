@@ -31,9 +31,16 @@ def decode_text(data: bytes, name: str) -> str:
         pass
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data[:1_000_000]).best()
-    if best is None:
+    matches = list(from_bytes(data[:1_000_000]))
+    if not matches:
         raise SourceError(f"{name}: could not detect the text encoding (binary file?)")
+    # Short texts tie between code pages; among the equally good guesses prefer the most common one.
+    best = matches[0]
+    tied = [m for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence)]
+    for preferred in ("cp1252", "latin_1", "iso8859_15", "cp1251"):
+        best = next((m for m in tied if m.encoding == preferred), None) or best
+        if best.encoding == preferred:
+            break
     return data.decode(best.encoding, errors="replace")
 
 

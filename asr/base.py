@@ -1,0 +1,97 @@
+"""What every speech-to-text backend returns and promises, and the factory that picks one by name.
+
+The model is loaded once by `load_transcriber` and the object is passed to whoever needs it; nothing
+here keeps a module-level model. Backends are imported only when chosen, so `import asr` does not pull
+in faster-whisper/ctranslate2 (or torch for openai-whisper).
+"""
+from __future__ import annotations
+
+import re
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Union
+
+import numpy as np
+
+from asr.audio import TARGET_RATE, as_samples
+from rag.errors import BackendError, NoSpeechError, RagError
+
+if TYPE_CHECKING:
+    from rag.config import ASRConfig
+
+AudioInput = Union[str, Path, bytes, np.ndarray]
+
+NO_SPEECH = "no speech heard in the recording; speak closer to the microphone and try again"
+# Peak below -60 dBFS: digital silence or a muted microphone. Checked before the model runs because
+# Whisper, given pure silence without VAD, tends to invent text ("Thank you.", "you").
+_SILENT_PEAK = 1e-3
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str
+    duration_s: float
+    timings: dict[str, float] = field(default_factory=dict)  # decode_s, transcribe_s
+
+
+class Transcriber(ABC):
+    """Speech to text. `transcribe` accepts a path, the file's bytes, or a float32 16 kHz mono array."""
+
+    name: str = "transcriber"
+
+    def __init__(self, max_audio_s: float | None = None):
+        self.max_audio_s = max_audio_s
+
+    def transcribe(self, audio: AudioInput) -> Transcript:
+        t0 = time.perf_counter()
+        samples = as_samples(audio, TARGET_RATE, self.max_audio_s)
+        decode_s = time.perf_counter() - t0
+        duration_s = samples.size / TARGET_RATE
+        if float(np.max(np.abs(samples))) < _SILENT_PEAK:
+            raise NoSpeechError(NO_SPEECH)
+        t1 = time.perf_counter()
+        try:
+            text, language = self._transcribe_samples(samples)
+        except RagError:
+            raise
+        except Exception as err:  # a model failure (e.g. out of memory) is a backend problem, not the user's
+            detail = " ".join(str(err).split())[:160]
+            raise BackendError(f"speech recognition ({self.name}) failed: {detail}; check the asr settings "
+                               f"and the log") from err
+        transcribe_s = time.perf_counter() - t1
+        text = " ".join(text.split())
+        if not re.search(r"\w", text):  # empty, or only "..." / "-"
+            raise NoSpeechError(NO_SPEECH)
+        return Transcript(text=text, language=language or "", duration_s=round(duration_s, 3),
+                          timings={"decode_s": round(decode_s, 4), "transcribe_s": round(transcribe_s, 4)})
+
+    @abstractmethod
+    def _transcribe_samples(self, samples: np.ndarray) -> tuple[str, str]:
+        """float32 16 kHz mono samples -> (text, language code)."""
+
+
+def _faster_whisper(cfg: ASRConfig, cache_dir: Path, threads: int) -> Transcriber:
+    from asr.faster_whisper_backend import FasterWhisperTranscriber
+    return FasterWhisperTranscriber(cfg, cache_dir, threads=threads)
+
+
+def _openai_whisper(cfg: ASRConfig, cache_dir: Path, threads: int) -> Transcriber:
+    from asr.openai_whisper_backend import OpenAIWhisperTranscriber
+    return OpenAIWhisperTranscriber(cfg, cache_dir, threads=threads)
+
+
+BACKENDS: dict[str, Callable[[ASRConfig, Path, int], Transcriber]] = {
+    "faster-whisper": _faster_whisper,
+    "openai-whisper": _openai_whisper,
+}
+
+
+def load_transcriber(cfg: ASRConfig, cache_dir: Path, threads: int = 2) -> Transcriber:
+    """Load the configured backend and model once; `cache_dir` holds rebuilt/converted model files."""
+    factory = BACKENDS.get(cfg.backend)
+    if factory is None:
+        raise BackendError(f"unknown asr.backend '{cfg.backend}'; use one of: {', '.join(BACKENDS)}")
+    return factory(cfg, Path(cache_dir), threads)

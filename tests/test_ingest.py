@@ -1,0 +1,119 @@
+"""Incremental ingest, formats, bad documents, restart, crash recovery, index mismatch."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+from conftest import engines_like
+from doc_helpers import write_docx, write_encrypted_pdf, write_pdf
+
+from rag.errors import IndexMismatchError
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "orchard.md").write_text("# Orchard\n\nThe Kessel orchard has 312 apple trees and one pear tree.\n")
+    (docs / "ferry.txt").write_text("The Lindholm ferry leaves every forty minutes from pier six.\n")
+    return docs
+
+
+def _sources(engines, question):
+    _, hits = engines.pipeline().search(question, k=3)
+    return [h.source for h in hits], " ".join(h.text for h in hits)
+
+
+def test_incremental_touch_change_delete(base_engines, folder, tmp_path):
+    engines = engines_like(base_engines, tmp_path / "data")
+    first = engines.ingestor.ingest([str(folder)], progress=False)
+    assert (first.added, first.unchanged, first.removed) == (2, 0, 0) and not first.errors
+
+    os.utime(folder / "ferry.txt", (time.time() + 5, time.time() + 5))           # touched, same content
+    touched = engines.ingestor.ingest([str(folder)], progress=False)
+    assert (touched.added, touched.updated, touched.unchanged) == (0, 0, 2)
+
+    (folder / "ferry.txt").write_text("The Lindholm ferry leaves every twenty minutes from pier nine.\n")
+    changed = engines.ingestor.ingest([str(folder)], progress=False)
+    assert (changed.updated, changed.unchanged) == (1, 1)
+    sources, text = _sources(engines, "How often does the Lindholm ferry leave?")
+    assert "twenty minutes" in text and "forty minutes" not in text
+
+    (folder / "ferry.txt").unlink()
+    removed = engines.ingestor.ingest([str(folder)], progress=False)
+    assert removed.removed == 1
+    sources, _ = _sources(engines, "How often does the Lindholm ferry leave?")
+    assert "ferry.txt" not in sources
+    assert engines.index.catalog.counts()[0] == 1
+
+
+def test_duplicate_chunks_are_stored_once(base_engines, folder, tmp_path):
+    shutil.copy(folder / "orchard.md", folder / "orchard-copy.md")
+    engines = engines_like(base_engines, tmp_path / "data")
+    report = engines.ingestor.ingest([str(folder)], progress=False)
+    assert report.added == 3 and report.embedded == report.chunks - 1
+    docs, chunks = engines.index.catalog.counts()
+    assert (docs, chunks) == (3, 2)
+
+
+def test_formats_and_bad_documents(base_engines, folder, tmp_path):
+    write_pdf(folder / "press.pdf", ["Introduction to the cider press.", "The cider press was built in 1888."])
+    write_docx(folder / "notes.docx", "Beekeeping", ["The orchard keeps eleven beehives."])
+    (folder / "page.html").write_text("<html><head><title>T</title></head><body><nav>menu</nav><article><h1>Market"
+                                      "</h1><p>The farmers market runs every Thursday from May to September, on the"
+                                      " green behind the old mill.</p></article></body></html>")
+    (folder / "latin1.txt").write_bytes("Le café du port sert une crème brûlée célèbre.".encode("latin-1"))
+    (folder / "empty.txt").write_text("")
+    (folder / "binary.txt").write_bytes(bytes(range(256)) * 40)
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
+    write_encrypted_pdf(folder / "locked.pdf", "secret")
+    (folder / "long-line.txt").write_text("word " * 600_000)          # 3 MB on one line
+    (folder / "image.png").write_bytes(b"\x89PNG\r\n")                 # unsupported: not even scanned
+    engines = engines_like(base_engines, tmp_path / "data")
+    report = engines.ingestor.ingest([str(folder)], progress=False)
+    failed = {e["source"]: e["error"] for e in report.errors}
+    assert set(failed) == {"empty.txt", "binary.txt", "broken.pdf", "locked.pdf"}, failed
+    assert all("\n" not in msg and len(msg) < 200 for msg in failed.values())
+    assert "password" in failed["locked.pdf"] and "binary" in failed["binary.txt"]
+    assert report.added == 7
+    _, hits = engines.pipeline().search("When was the cider press built?", k=3)
+    assert hits[0].source == "press.pdf" and hits[0].location == "page 2"
+    assert "crème brûlée" in _sources(engines, "crème brûlée café")[1]
+    assert "Thursday" in _sources(engines, "When does the farmers market run?")[1]
+    assert "eleven beehives" in _sources(engines, "How many beehives are there?")[1]
+
+
+def test_restart_reload_and_crash_recovery(base_engines, folder, tmp_path):
+    data = tmp_path / "data"
+    engines = engines_like(base_engines, data)
+    engines.ingestor.ingest([str(folder)], progress=False)
+    before = _sources(engines, "apple trees")
+
+    again = engines_like(base_engines, data)          # a restart: nothing re-ingested
+    assert _sources(again, "apple trees") == before
+    assert again.ingestor.ingest([str(folder)], progress=False).unchanged == 2
+
+    (data / "index" / "vectors.faiss").write_bytes(b"truncated garbage")   # as if killed mid-write
+    recovered = engines_like(base_engines, data)
+    assert _sources(recovered, "apple trees") == before
+
+
+def test_other_embedding_model_is_a_clear_error(base_engines, folder, tmp_path):
+    data = tmp_path / "data"
+    engines_like(base_engines, data).ingestor.ingest([str(folder)], progress=False)
+    manifest = data / "index" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace("all-MiniLM-L6-v2", "all-mpnet-base-v2"))
+    with pytest.raises(IndexMismatchError, match="rebuild"):
+        engines_like(base_engines, data).index
+
+
+def test_folder_scan_does_not_follow_symlinks(base_engines, folder, tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("The secret vault code is 4711.")
+    (folder / "link.txt").symlink_to(outside)
+    engines = engines_like(base_engines, tmp_path / "data")
+    report = engines.ingestor.ingest([str(folder)], progress=False)
+    assert report.added == 2 and any("symbolic link" in e["error"] for e in report.errors)
+    assert "4711" not in _sources(engines, "secret vault code")[1]
