@@ -98,6 +98,7 @@ class ASRConfig(_Section):
     vad: bool = True
     beam_size: int = Field(1, ge=1)
     max_audio_s: float = Field(900, gt=0)
+    threads: int = Field(2, ge=1)
 
 
 class TTSConfig(_Section):
@@ -106,6 +107,8 @@ class TTSConfig(_Section):
     fallback: Literal["espeak-ng", "none"] = "espeak-ng"
     voice: str | None = None
     rate: float = Field(1.0, gt=0.25, le=4)
+    threads: int = Field(1, ge=1)           # synthesis runs beside the LLM: keep it off the LLM's cores
+    max_sentence_chars: int = Field(300, ge=40)
 
 
 class AuthConfig(_Section):

@@ -60,14 +60,14 @@ class Engines:
     def synthesizer(self):
         from tts.base import load_synthesizer
 
-        return self._load(f"speech synthesizer ({self.cfg.tts.backend})", lambda: load_synthesizer(self.cfg.tts))
+        return self._load(f"speech synthesizer ({self.cfg.tts.backend})", lambda: load_synthesizer(self.cfg.tts, threads=self.cfg.tts.threads))
 
     @cached_property
     def transcriber(self):
         from asr.base import load_transcriber
 
         return self._load(f"transcriber ({self.cfg.asr.backend})",
-                          lambda: load_transcriber(self.cfg.asr, self.cache_dir))
+                          lambda: load_transcriber(self.cfg.asr, self.cache_dir, threads=self.cfg.asr.threads))
 
     @cached_property
     def history(self):
@@ -78,6 +78,7 @@ class Engines:
     def pipeline(self, speak: bool = False):
         from rag.pipeline import Pipeline
 
+        speak = speak and self.cfg.tts.enabled
         return Pipeline(self.cfg, self.retriever, self.llm, self.synthesizer if speak else None)
 
     def ensure_documents(self, progress: bool = True, rescan: bool = False):

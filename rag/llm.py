@@ -73,6 +73,7 @@ class Gate:
                     if position == 1 and self._busy < self.slots:
                         self._queue.popleft()
                         self._busy += 1
+                        self._cond.notify_all()   # everyone behind moves up: report it now
                         return
                     if position != last:
                         last = position
@@ -189,14 +190,22 @@ class OpenAIModel(ChatModel):
 
         try:
             response = self._create(messages, settings)
+            finish = None
             try:
                 for chunk in response:
                     if cancel is not None and cancel.is_set():
                         return
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        yield chunk.choices[0].delta.content
+                    if chunk.choices:
+                        finish = chunk.choices[0].finish_reason or finish
+                        if chunk.choices[0].delta.content:
+                            yield chunk.choices[0].delta.content
             finally:
                 response.close()   # closes the HTTP stream: the server stops generating
+            if finish is None:
+                # The stream ended without saying why: the answer was cut short. llama-cpp-python's
+                # server does this to a running stream whenever another request arrives.
+                raise BackendError(f"the model server at {self.base_url} ended the answer early (no finish_reason); "
+                                   "if it is llama-cpp-python's server, start it with --interrupt_requests false")
         except openai.APITimeoutError:
             raise BackendError(f"the model server at {self.base_url} did not answer within "
                                f"{self.timeout_s:g} s (llm.timeout_s)") from None

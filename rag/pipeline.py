@@ -112,7 +112,7 @@ class Pipeline:
         def mark(name: str) -> None:
             timings.setdefault(name, round(time.perf_counter() - t0, 4))
 
-        speaker = _Speaker(self.synthesizer, mark) if options.speak and self.synthesizer else None
+        speaker = _Speaker(self.synthesizer, mark, self.cfg.tts.max_sentence_chars) if options.speak and self.synthesizer else None
         try:
             hist = clean_history(history, self.cfg.memory.max_messages)
             standalone, hits = self.search(question, hist, options.k, options.rewrite)
@@ -180,13 +180,13 @@ class _Speaker:
     """Sentence aggregator in front of a synthesis worker thread, so the first sentence is being
     spoken while the model writes the next. Events come back in order through a queue."""
 
-    def __init__(self, synthesizer, mark):
+    def __init__(self, synthesizer, mark, max_chars: int = 300):
         from tts.sentences import SentenceSplitter, speakable
 
         self.synth = synthesizer
         self.mark = mark
         self.speakable = speakable
-        self.splitter = SentenceSplitter()
+        self.splitter = SentenceSplitter(max_chars=max_chars)
         self.todo: queue.Queue[str | None] = queue.Queue()
         self.done: queue.Queue[Event | BaseException | None] = queue.Queue()
         self.thread = threading.Thread(target=self._work, name="tts-worker", daemon=True)
