@@ -177,6 +177,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 def _describe(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    where = "".join(c if c.isprintable() else repr(c)[1:-1] for c in where)   # keep the message one line
     if first["type"] == "extra_forbidden":
         return f"unknown config key '{where}'"
     return f"config value '{where}': {first['msg']}"
