@@ -129,7 +129,7 @@ class LlamaCppModel(ChatModel):
             raise BackendError(f"GGUF model file not found: {path}; set llm.model to a .gguf file")
         try:
             self.llm = Llama(model_path=path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
-                             n_threads_batch=cfg.n_threads, verbose=False)
+                             n_threads_batch=cfg.n_threads_batch, verbose=False)
         except (ValueError, RuntimeError) as err:
             raise BackendError(f"llama.cpp could not load {path}: {err}") from err
         self.name = cfg.model
