@@ -41,6 +41,10 @@ class EmbeddingsConfig(_Section):
     model: str = "shipped:all-MiniLM-L6-v2"
     device: str = "cpu"
     batch_size: int = Field(32, ge=1)
+    # torch: the model as sentence-transformers loads it. onnx: the same weights exported once to ONNX
+    # under <data_dir>/cache/onnx and run by onnxruntime; onnx-int8: that export with int8 weights
+    # (dynamic quantization, per channel). Measured by `python -m bench ingest` (bench/RESULTS.md).
+    runtime: Literal["torch", "onnx", "onnx-int8"] = "torch"
 
 
 class VectorStoreConfig(_Section):
@@ -71,7 +75,11 @@ class LLMConfig(_Section):
     backend: Literal["llamacpp", "transformers", "openai"] = "llamacpp"
     model: str = "shipped:SmolLM2-135M-Instruct-Q4_1"
     n_ctx: int = Field(4096, ge=256)
-    n_threads: int = Field(2, ge=1)
+    # Generation threads. On 2 cores the answer is spoken while it is written, so the LLM (1 thread)
+    # and the synthesizer (tts.threads = 1) each get a core: two LLM threads beside a busy core fell
+    # from ~60 to ~30 tokens/s here. Prompt reading happens before speech starts: it may use both.
+    n_threads: int = Field(1, ge=1)
+    n_threads_batch: int = Field(2, ge=1)
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0)
     device: str = "cpu"                   # transformers: cpu, cuda, auto
