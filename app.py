@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--speak", metavar="OUT.wav", help="also speak the answer into this WAV file")
             s.add_argument("--voice", action="store_true", help="answer in a style made to be heard")
 
+    s = sub.add_parser("migrate", help="fill the configured vector store from the catalog (no re-embedding), "
+                       "e.g. --set vector_store.backend=qdrant migrate")
+    s.add_argument("--json", action="store_true")
+
     s = sub.add_parser("transcribe", help="speech to text")
     s.add_argument("audio")
     s.add_argument("--json", action="store_true")
@@ -222,6 +226,16 @@ def cmd_ask(engines, args) -> int:
     return 0
 
 
+def cmd_migrate(engines, args) -> int:
+    index = engines.index            # opening rebuilds the store from the catalog when it is behind
+    docs, chunks = index.catalog.counts()
+    result = {"backend": engines.cfg.vector_store.backend, "documents": docs, "chunks": chunks,
+              "vectors": len(index.store)}
+    print(json.dumps(result) if args.json else
+          f"{result['backend']}: {result['vectors']} vectors for {chunks} chunks of {docs} documents")
+    return 0 if result["vectors"] == chunks else 1
+
+
 def cmd_transcribe(engines, args) -> int:
     result = engines.transcriber.transcribe(args.audio)
     out = {"text": result.text, "language": result.language, "duration_s": round(result.duration_s, 3),
@@ -251,7 +265,7 @@ def cmd_serve(engines, args) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "ingest": cmd_ingest, "search": cmd_search, "ask": cmd_ask,
+COMMANDS = {"serve": cmd_serve, "ingest": cmd_ingest, "migrate": cmd_migrate, "search": cmd_search, "ask": cmd_ask,
             "transcribe": cmd_transcribe, "say": cmd_say}
 
 

@@ -53,6 +53,7 @@ class VectorStoreConfig(_Section):
     hnsw_min_chunks: int = Field(100_000, ge=1)   # "auto" switches from flat to HNSW at this size
     qdrant_url: str | None = None                 # None: embedded Qdrant under the data dir
     qdrant_collection: str = "chunks"
+    qdrant_api_key_env: str = "QDRANT_API_KEY"
 
 
 class RetrievalConfig(_Section):

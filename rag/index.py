@@ -107,7 +107,7 @@ class DocumentIndex:
                 log.info("rebuilding vector index from the catalog (generation %s)", generation)
                 ids, vecs = self.catalog.all_vectors(self.embedder.dimension)
                 self.store.rebuild(ids, vecs)
-            elif self.generation >= 0:
+            elif self.generation >= 0 and not self.store.live:
                 self.store = open_vector_store(self.cfg.vector_store, self.embedder.dimension, self.folder)
             ids, texts = self.catalog.all_texts()
             self.lexical = LexicalIndex(ids, texts)

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class VectorStore(ABC):
+    live = False   # True when writes by other processes are visible without reopening (a server)
     @abstractmethod
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
 
@@ -151,12 +152,9 @@ class FaissStore(VectorStore):
             return None
 
 
-BACKENDS = {"faiss": FaissStore}
-
-
 def open_vector_store(cfg: VectorStoreConfig, dimension: int, folder: Path) -> VectorStore:
-    if cfg.backend not in BACKENDS:
-        from rag.errors import ConfigError
+    if cfg.backend == "qdrant":
+        from rag.store_qdrant import QdrantStore   # optional dependency: imported only when chosen
 
-        raise ConfigError(f"vector_store.backend '{cfg.backend}' is not available in this build; use 'faiss'")
-    return BACKENDS[cfg.backend](cfg, dimension, folder)
+        return QdrantStore(cfg, dimension, folder)
+    return FaissStore(cfg, dimension, folder)

@@ -1,0 +1,87 @@
+"""Qdrant vector store: a server (`vector_store.qdrant_url`) or the client's embedded local mode
+(a folder under the data dir) for tests and small setups.
+
+Like FAISS it is derived from the SQLite catalog, which holds every vector: switching a data dir from
+FAISS to Qdrant copies the catalog's vectors into Qdrant on first open, without re-embedding.
+Local mode locks its folder, so only one process may open it at a time; use a server for several.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from rag.config import VectorStoreConfig
+from rag.errors import BackendError
+from rag.store import VectorStore, _atomic_write
+
+log = logging.getLogger(__name__)
+BATCH = 512
+
+
+class QdrantStore(VectorStore):
+    live = True
+    def __init__(self, cfg: VectorStoreConfig, dimension: int, folder: Path):
+        try:
+            from qdrant_client import QdrantClient, models
+        except ImportError as err:
+            raise BackendError("qdrant-client is not installed; run: pip install qdrant-client") from err
+        self.models = models
+        self.dimension = dimension
+        self.collection = cfg.qdrant_collection
+        self.generation_path = folder / f"qdrant-{self.collection}.generation"
+        try:
+            if cfg.qdrant_url:
+                self.client = QdrantClient(url=cfg.qdrant_url, api_key=os.environ.get(cfg.qdrant_api_key_env),
+                                           timeout=30)
+            else:
+                self.client = QdrantClient(path=str(folder / "qdrant"))
+            if not self.client.collection_exists(self.collection):
+                self._create()
+        except RuntimeError as err:   # local mode: "Storage folder ... is already accessed by another instance"
+            raise BackendError(f"cannot open the Qdrant store: {' '.join(str(err).split())[:200]}") from err
+        except Exception as err:  # noqa: BLE001 - connection errors come in many types
+            if isinstance(err, BackendError):
+                raise
+            raise BackendError(f"cannot reach Qdrant at {cfg.qdrant_url}: {type(err).__name__}") from err
+
+    def _create(self) -> None:
+        self.client.create_collection(
+            self.collection, vectors_config=self.models.VectorParams(size=self.dimension,
+                                                                     distance=self.models.Distance.COSINE))
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        for start in range(0, len(ids), BATCH):
+            part = slice(start, start + BATCH)
+            self.client.upsert(self.collection, points=self.models.Batch(
+                ids=[int(i) for i in ids[part]], vectors=np.asarray(vectors[part], dtype=np.float32).tolist()))
+
+    def remove(self, ids: np.ndarray) -> None:
+        if len(ids):
+            self.client.delete(self.collection,
+                               points_selector=self.models.PointIdsList(points=[int(i) for i in ids]))
+
+    def rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.client.delete_collection(self.collection)
+        self._create()
+        self.add(ids, vectors)
+
+    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        points = self.client.query_points(self.collection, query=np.asarray(vector, np.float32).ravel().tolist(),
+                                          limit=k).points
+        return (np.array([int(p.id) for p in points], dtype=np.int64),
+                np.array([p.score for p in points], dtype=np.float32))
+
+    def __len__(self) -> int:
+        return int(self.client.count(self.collection, exact=True).count)
+
+    def save(self, generation: int) -> None:
+        _atomic_write(self.generation_path, str(generation).encode())   # Qdrant persists points itself
+
+    def saved_generation(self) -> int | None:
+        try:
+            return int(self.generation_path.read_text())
+        except (OSError, ValueError):
+            return None
