@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +65,7 @@ class DocumentIndex:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.write_lock = FileLock(str(self.folder / "write.lock"))
         self._lock = threading.RLock()
+        self._writers = 0   # in-process ingests running: their changes reach memory through apply()
         self._check_manifest()
         self.catalog = Catalog(self.folder / "catalog.sqlite")
         self.store: VectorStore = open_vector_store(cfg.vector_store, embedder.dimension, self.folder)
@@ -101,7 +104,9 @@ class DocumentIndex:
         """Bring the vector store and BM25 up to the catalog's generation (another process may have written)."""
         generation = self.catalog.generation()
         with self._lock:
-            if generation == self.generation:
+            # While this process ingests, the catalog runs ahead of memory by design (apply() follows each
+            # commit); rebuilding then would add the same chunk twice.
+            if generation == self.generation or self._writers:
                 return
             if self.store.saved_generation() != generation or self.store.needs_rebuild():
                 log.info("rebuilding vector index from the catalog (generation %s)", generation)
@@ -112,6 +117,19 @@ class DocumentIndex:
             ids, texts = self.catalog.all_texts()
             self.lexical = LexicalIndex(ids, texts)
             self.generation = generation
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the cross-process write lock for an ingest, with memory brought up to date first."""
+        with self.write_lock:
+            self.refresh()
+            with self._lock:
+                self._writers += 1
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self._writers -= 1
 
     def apply(self, added: list[int], vectors: np.ndarray, orphans: list[int]) -> None:
         """Mirror one committed catalog change in memory (vectors in `added` order)."""

@@ -115,8 +115,7 @@ class Ingestor:
             raise UserInputError("nothing to ingest: name files, folders or http(s) URLs")
         report = IngestReport()
         files, urls, folders = self._plan(items, report)
-        with self.index.write_lock:
-            self.index.refresh()
+        with self.index.writing():
             bar = tqdm(total=len(files) + len(urls), desc="ingest", unit="doc", disable=not progress,
                        file=sys.stderr, leave=False)
             for target in files:
@@ -203,8 +202,7 @@ class Ingestor:
         report.embedded += len(fresh)
 
     def remove(self, uri: str) -> bool:
-        with self.index.write_lock:
-            self.index.refresh()
+        with self.index.writing():
             if self.index.catalog.document(uri) is None:
                 return False
             self.index.apply([], np.zeros((0, self.index.embedder.dimension), np.float32),

@@ -1,0 +1,109 @@
+"""The page's named `/ask` endpoint through gradio_client, against the real server and models."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytest_plugins = ["tests.web_fixtures"]
+pytestmark = pytest.mark.web
+
+
+def client(url, **kwargs):
+    from gradio_client import Client
+
+    return Client(url, verbose=False, **kwargs)
+
+
+def names(sources) -> list[str]:
+    return [s["source"] for s in sources]
+
+
+def test_ask_returns_answer_and_numbered_sources(web_server):
+    answer, sources = client(web_server.url).predict(
+        "When did the Harbor Point library abolish fines?", "api-one", api_name="/ask")
+    assert "2019" in answer
+    assert "harbor-library.md" in names(sources)
+    assert [s["n"] for s in sources] == list(range(1, len(sources) + 1))
+    assert set(sources[0]) == {"n", "source", "location", "text", "score", "similarity"}
+    assert any("fines" in s["text"] for s in sources)
+    assert isinstance(sources[0]["score"], float)
+    saved = web_server.engines.history.history("api-one")
+    assert [m["role"] for m in saved] == ["user", "assistant"] and saved[1]["content"] == answer
+
+
+def test_api_is_listed_with_its_parameters(web_server):
+    info = client(web_server.url).view_api(print_info=False, return_format="dict")
+    ask = info["named_endpoints"]["/ask"]
+    assert [p["parameter_name"] for p in ask["parameters"]] == ["question", "session_id"]
+    assert len(ask["returns"]) == 2
+    assert list(info["named_endpoints"]) == ["/ask"]     # the page's own events are not public API
+
+
+def test_concurrent_sessions_get_their_own_answers(web_server):
+    questions = {"api-solar": ("How many panels does the Millstream Solar Garden have?", "solar-garden.md"),
+                 "api-bike": ("What tyre pressure do city bicycle tyres need?", "bicycle-care.txt")}
+    with ThreadPoolExecutor(2) as pool:
+        jobs = {session: client(web_server.url).submit(q, session, api_name="/ask")
+                for session, (q, _) in questions.items()}
+        results = {session: job.result(timeout=240) for session, job in jobs.items()}
+    for session, (question, doc) in questions.items():
+        answer, sources = results[session]
+        assert answer.strip(), session
+        assert sources[0]["source"] == doc, (session, names(sources))
+        saved = web_server.engines.history.history(session)
+        assert [m["content"] for m in saved] == [question, answer]
+    assert results["api-solar"][0] != results["api-bike"][0]
+
+
+def test_follow_up_uses_the_sessions_history(web_server):
+    c = client(web_server.url)
+    c.predict("When was the Millstream Solar Garden built?", "api-follow", api_name="/ask")
+    answer, sources = c.predict("How many members does it have?", "api-follow", api_name="/ask")
+    assert answer.strip()
+    assert sources[0]["source"] == "solar-garden.md", names(sources)
+    assert len(web_server.engines.history.history("api-follow")) == 4
+    # No (or an empty) session id keeps nothing: each such call starts fresh.
+    mark = web_server.mark()
+    answer, sources = c.predict("Where is the solar garden?", api_name="/ask")
+    assert answer.strip() and "solar-garden.md" in names(sources)
+    assert web_server.mark() == mark
+
+
+def test_bad_input_is_a_clear_error_and_the_server_goes_on(web_server):
+    from gradio_client.exceptions import AppError
+
+    c = client(web_server.url)
+    with pytest.raises(AppError, match="question is empty"):
+        c.predict("   ", "api-bad", api_name="/ask")
+    with pytest.raises(AppError, match="session_id"):
+        c.predict("Hello?", "bad session id with spaces", api_name="/ask")
+    with pytest.raises(AppError, match="limit"):
+        c.predict("why " * 2000, "api-bad", api_name="/ask")
+    answer, sources = c.predict("When did the Harbor Point library open?", "api-bad", api_name="/ask")
+    assert "1962" in answer and "harbor-library.md" in names(sources)
+
+
+def test_login_protects_the_page_and_the_api(web_server_with_login):
+    import httpx
+
+    server, login = web_server_with_login
+    for path in ("config", "gradio_api/info"):
+        assert httpx.get(server.url + path, timeout=30).status_code == 401, path
+    call = httpx.post(server.url + "gradio_api/call/ask", json={"data": ["When did it open?", ""]}, timeout=30)
+    assert call.status_code == 401
+    with pytest.raises(Exception):  # noqa: B017 - the client fails to fetch the API description
+        client(server.url).predict("When did the Harbor Point library open?", "", api_name="/ask")
+    answer, sources = client(server.url, auth=login).predict(
+        "When did the Harbor Point library open?", "", api_name="/ask")
+    assert "1962" in answer and "harbor-library.md" in names(sources)
+
+
+@pytest.mark.parametrize("name, safe", [
+    ("notes (v2).md", "notes (v2).md"), ("../../etc/passwd", "passwd"), ("..hidden.md", "hidden.md"),
+    ("a\\b\\c.TXT", "c.txt"), ("é café.md", "é café.md"), ("rm -rf $(x);<y>.md", "rm -rf _(x)_y_.md"),
+    ("   .md", "document.md"), ("\x00\x01.md", "_.md"), ("x" * 300 + ".pdf", "x" * 116 + ".pdf")])
+def test_upload_names_are_made_safe(name, safe):
+    from web.documents import sanitize_filename
+
+    assert sanitize_filename(name) == safe

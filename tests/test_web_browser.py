@@ -1,0 +1,229 @@
+"""The page in a real browser (headless Chromium via Playwright) against the real server and models.
+
+Screenshots go to test-artifacts/ (page-answer.png, page-documents.png, page-mic.png).
+"""
+from __future__ import annotations
+
+import re
+import time
+import pytest
+
+pytest_plugins = ["tests.web_fixtures"]
+pytestmark = pytest.mark.web
+PLACEHOLDERS = ("Searching your documents", "Transcribing your recording", "The model is busy")
+VIEWPORT = {"width": 1360, "height": 1000}
+
+
+def tokens(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+@pytest.fixture(scope="module")
+def playwright_():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright_, chromium_options):
+    b = playwright_.chromium.launch(**chromium_options)
+    yield b
+    b.close()
+
+
+def open_page(browser, url, **context):
+    page = browser.new_context(viewport=VIEWPORT, **context).new_page()
+    page.goto(url)
+    page.wait_for_selector("#rag-question textarea", timeout=60_000)
+    page.wait_for_function("document.querySelector('#rag-sources') !== null")
+    return page
+
+
+def messages(page, role: str) -> list[str]:
+    return page.eval_on_selector_all(f"#rag-chat .message.{role}", "els => els.map(e => e.innerText.trim())")
+
+
+def ask(page, server, question: str, press_enter: bool = True) -> int:
+    """Type and send a question; returns the history mark before it (for wait_for_answer)."""
+    mark = server.mark()
+    page.fill("#rag-question textarea", question)
+    if press_enter:
+        page.keyboard.press("Enter")
+    else:
+        page.click("#rag-ask")
+    return mark
+
+
+def wait_for_answer(page, server, question: str, mark: int, timeout: float = 150) -> str:
+    """Wait until the server saved an answer to `question` after `mark` and the page shows all of it;
+    returns the answer."""
+    _, answer = server.wait_exchange(question, mark, timeout)
+    want = set(tokens(answer))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        shown = messages(page, "bot")
+        if shown and not shown[-1].startswith(PLACEHOLDERS) and len(want - set(tokens(shown[-1]))) <= 1:
+            return answer
+        time.sleep(0.2)
+    raise AssertionError(f"the page never showed the whole answer {answer!r}; it shows {messages(page, 'bot')}")
+
+
+def sources_text(page) -> str:
+    return page.inner_text("#rag-sources")
+
+
+WATCH_LAST_BOT = """() => {
+  window.__seen = [];
+  const note = () => {
+    const bots = document.querySelectorAll('#rag-chat .message.bot');
+    const text = bots.length ? bots[bots.length - 1].innerText.trim() : '';
+    if (text && window.__seen[window.__seen.length - 1] !== text) window.__seen.push(text);
+  };
+  new MutationObserver(note).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def test_typed_question_streams_a_cited_answer_with_sources(browser, web_server, web_artifacts):
+    page = open_page(browser, web_server.url)
+    page.evaluate(WATCH_LAST_BOT)
+    question = "When did the Harbor Point library abolish fines?"
+    mark = ask(page, web_server, question)
+    answer = wait_for_answer(page, web_server, question, mark)
+    assert "2019" in answer
+    assert messages(page, "user")[-1] == question
+    # Streamed: the answer was on the page in more than one piece before it was complete.
+    seen = [t for t in page.evaluate("window.__seen") if not t.startswith(PLACEHOLDERS)]
+    assert len(seen) >= 2, seen
+    # Sources: numbered like the citations, with the document, its section and the passage.
+    page.wait_for_function("document.querySelector('#rag-sources').innerText.includes('harbor-library.md')")
+    text = sources_text(page)
+    assert "[1]" in text and "Membership and borrowing" in text and "match " in text
+    assert page.locator("#rag-sources details").count() >= 2
+    assert "abolished fines in 2019" in page.inner_text("#rag-sources details[open] .rag-passage")
+    page.locator("#rag-sources details summary").nth(1).click()
+    assert page.locator("#rag-sources details[open]").count() == 2
+    page.screenshot(path=str(web_artifacts / "page-answer.png"), full_page=True)
+
+    # A reload restores this browser's chat and sources from the history store.
+    page.reload()
+    page.wait_for_function(f"(document.querySelector('#rag-chat')?.innerText || '').includes({question!r})",
+                           timeout=30_000)
+    assert "2019" in messages(page, "bot")[-1]
+    page.wait_for_function("document.querySelector('#rag-sources').innerText.includes('harbor-library.md')")
+
+    # A follow-up in the same chat goes through the session's history.
+    follow = "Who was its first librarian?"
+    mark = ask(page, web_server, follow, press_enter=False)
+    session, _ = web_server.wait_exchange(follow, mark)
+    assert web_server.exchanges(question)[-1][0] == session        # the same session
+    wait_for_answer(page, web_server, follow, mark)
+    assert "harbor-library.md" in sources_text(page)
+
+    # New chat forgets it: the page and the stored history are both empty.
+    page.click("#rag-new-chat")
+    page.wait_for_function("document.querySelectorAll('#rag-chat .message').length === 0")
+    assert web_server.engines.history.history(session) == []
+    page.context.close()
+
+
+def test_uploaded_document_is_listed_answerable_and_removable(browser, web_server, web_artifacts, tmp_path):
+    good = tmp_path / "Quillfeather ferry (notes).md"
+    good.write_text("# Quillfeather Ferry\n\nThe captain of the Quillfeather ferry is Marta Olsen. The ferry "
+                    "crosses Lake Orvel every forty minutes, and a ticket costs six euros.\n", encoding="utf-8")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    stored = good.name
+
+    page = open_page(browser, web_server.url)
+    page.get_by_role("tab", name="Documents").click()
+    page.wait_for_function("document.querySelector('#rag-doc-table').innerText.includes('harbor-library.md')")
+    page.set_input_files("#rag-upload input[type=file]", [str(good), str(empty)])
+    page.wait_for_function("document.querySelector('#rag-doc-status').innerText.includes(' indexed')",
+                           timeout=120_000)
+    status = page.inner_text("#rag-doc-status")
+    assert f"{stored}: 1 passage indexed" in status
+    assert "empty.txt: the file is empty" in status                 # per-file errors, the rest goes in
+    page.wait_for_function(f"document.querySelector('#rag-doc-table').innerText.includes({stored!r})")
+    table = page.inner_text("#rag-doc-table")
+    assert "uploaded" in table and "documents folder" in table
+    assert (web_server.engines.cfg.data_path / "uploads" / stored).is_file()
+    page.screenshot(path=str(web_artifacts / "page-documents.png"), full_page=True)
+
+    # A URL into the host's own network is refused, with the reason.
+    page.fill("#rag-url textarea", web_server.url)
+    page.click("#rag-add-url")
+    page.wait_for_function("document.querySelector('#rag-doc-status').innerText.includes('Added web page')")
+    status = page.inner_text("#rag-doc-status")
+    assert "Not added" in status and "local or private address" in status
+
+    page.get_by_role("tab", name="Chat").click()
+    question = "Who is the captain of the Quillfeather ferry?"
+    mark = ask(page, web_server, question)
+    answer = wait_for_answer(page, web_server, question, mark)
+    assert "Marta" in answer or "Olsen" in answer, answer
+    page.wait_for_function(f"document.querySelector('#rag-sources').innerText.includes({stored!r})")
+
+    page.get_by_role("tab", name="Documents").click()
+    page.click("#rag-remove-choice input")
+    page.get_by_role("option", name=re.compile(re.escape(stored))).click()
+    page.click("#rag-remove")
+    page.wait_for_function("document.querySelector('#rag-doc-status').innerText.includes('Removed')")
+    page.wait_for_function(f"!document.querySelector('#rag-doc-table').innerText.includes({stored!r})")
+    assert not (web_server.engines.cfg.data_path / "uploads" / stored).exists()
+    assert all(d.source != stored for d in web_server.engines.index.catalog.documents())
+
+    page.get_by_role("tab", name="Settings").click()
+    page.wait_for_function("document.querySelector('#rag-profile').innerText.includes('Language model')")
+    profile = page.inner_text("#rag-profile")
+    assert "llamacpp" in profile and "faster-whisper" in profile and "3 documents" in profile
+    page.screenshot(path=str(web_artifacts / "page-settings.png"), full_page=True)
+    page.context.close()
+
+
+def test_spoken_question_is_transcribed_answered_and_spoken(playwright_, chromium_options, web_server,
+                                                            web_artifacts, spoken_question):
+    said, wav = spoken_question
+    options = dict(chromium_options)
+    options["args"] = options["args"] + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                                         f"--use-file-for-fake-audio-capture={wav}"]
+    browser = playwright_.chromium.launch(**options)
+    try:
+        page = open_page(browser, web_server.url, permissions=["microphone"])
+        assert page.is_checked("#rag-speak input")
+        mark = web_server.mark()
+        mic = page.locator("#rag-mic")
+        mic.get_by_role("button", name="Record", exact=True).click()
+        time.sleep(4)
+        mic.get_by_role("button", name="Stop", exact=True).click()
+        page.wait_for_function(
+            "(() => { const u = document.querySelectorAll('#rag-chat .message.user');"
+            " return u.length && !u[u.length - 1].innerText.includes('Transcribing'); })()", timeout=60_000)
+        transcript = messages(page, "user")[-1]
+        assert {"library", "fines"} <= set(tokens(transcript)), transcript
+        answer = wait_for_answer(page, web_server, transcript, mark)
+        assert "2019" in answer
+        assert "harbor-library.md" in sources_text(page)
+        # The spoken answer: an <audio> element with a source that plays by itself.
+        page.wait_for_function(
+            "(() => { const a = document.querySelector('#rag-spoken audio');"
+            " return a && a.src && a.currentTime > 0.3; })()", timeout=60_000)
+        page.screenshot(path=str(web_artifacts / "page-mic.png"), full_page=True)
+    finally:
+        browser.close()
+
+
+def test_a_silent_recording_gives_a_plain_warning(browser, web_server, tmp_path):
+    import numpy as np
+
+    from tts.wav import write_wav
+
+    silence = write_wav(tmp_path / "silence.wav", np.zeros(32000, np.float32), 16000)
+    page = open_page(browser, web_server.url)
+    page.locator("#rag-mic").get_by_role("button", name="Upload file").click()
+    page.set_input_files("#rag-mic input[type=file]", str(silence))
+    page.wait_for_function("document.body.innerText.includes('No speech heard in the recording')", timeout=60_000)
+    # Nothing half-done stays in the chat (the "Transcribing…" line goes away).
+    page.wait_for_function("document.querySelectorAll('#rag-chat .message').length === 0", timeout=10_000)
+    page.context.close()

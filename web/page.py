@@ -1,0 +1,235 @@
+"""The Gradio page: chat (typed or spoken) with cited, streamed, spoken answers; documents; settings.
+
+`serve(engines)` loads every model up front, refreshes the documents folder, and serves the page
+(what `python app.py serve` runs). `launch(...)` does the same without blocking, for the tests.
+`build_page(engines)` only builds the Blocks. The named API endpoint `/ask` takes
+`(question, session_id="")` and streams `(answer, sources)`; see `web.chat.ChatHandlers.ask_api`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+import gradio as gr
+
+from rag.errors import RagError, UserInputError, one_line
+from web.chat import ChatHandlers
+from web.documents import DocumentHandlers
+from web.render import SOURCES_EMPTY, profile_markdown
+
+log = logging.getLogger(__name__)
+TITLE = "Ask your documents"
+
+CSS = """
+#rag-header h1 { margin-bottom: 0.1em; }
+#rag-header p { color: var(--body-text-color-subdued); margin-top: 0; }
+#rag-sources { max-height: 640px; overflow-y: auto; }
+.rag-sources-empty { color: var(--body-text-color-subdued); padding: 0.5em 0.2em; }
+.rag-source { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 0.45em 0.7em;
+              margin-bottom: 0.5em; background: var(--background-fill-secondary); }
+.rag-source summary { cursor: pointer; line-height: 1.45; }
+.rag-n { font-weight: 700; color: var(--color-accent); margin-right: 0.2em; }
+.rag-doc { font-weight: 600; }
+.rag-where { display: block; font-size: 0.85em; color: var(--body-text-color-subdued); margin-left: 1.6em; }
+.rag-score { display: block; font-size: 0.8em; color: var(--body-text-color-subdued); margin-left: 1.6em; }
+.rag-passage { white-space: pre-wrap; font-size: 0.9em; margin-top: 0.45em; padding-top: 0.45em;
+               border-top: 1px dashed var(--border-color-primary); }
+#rag-ask { align-self: stretch; }
+"""
+
+INTRO = ("Ask a question about your documents by typing it or by recording it with the microphone. "
+         "Answers are written only from your documents and cite the passages they come from as **[1]**, "
+         "**[2]**… — open a source on the right to read it. Add or remove documents in the **Documents** tab.")
+
+
+def _browser_secret(cfg) -> str:
+    """A key per data dir for the browser-stored session id, kept across restarts so a reload after a
+    restart still finds its chat (a random key per start would make every stored id unreadable)."""
+    path = cfg.data_path / "web" / "browser-state.key"
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        key = secrets.token_urlsafe(24)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(key, encoding="utf-8")
+            os.chmod(path, 0o600)
+        except OSError as err:
+            log.warning("could not keep the browser key in %s (%s): chats will not survive a restart", path, err)
+        return key
+
+
+def load_models(engines) -> str | None:
+    """Load everything before the first visitor; returns why speech recognition is unavailable, if so.
+
+    The chat model, embedder, index and history are required (a RagError ends `serve`). Speech is
+    optional: a missing speech model leaves the microphone off with a note instead of no page at all.
+    """
+    engines.index, engines.ingestor, engines.retriever, engines.llm, engines.history  # noqa: B018 - load
+    if engines.cfg.tts.enabled:
+        engines.synthesizer  # noqa: B018 - a FallbackSynthesizer falls back to espeak-ng by itself
+    try:
+        engines.transcriber  # noqa: B018
+    except RagError as err:
+        log.warning("speech recognition is off: %s", one_line(err))
+        return one_line(err)
+    return None
+
+
+def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
+    cfg = engines.cfg
+    chat = ChatHandlers(engines, transcriber_error)
+    docs = DocumentHandlers(engines)
+    tts_on = cfg.tts.enabled
+    synth_name = None
+    if tts_on and "synthesizer" in engines.__dict__:
+        synth_name = getattr(engines.synthesizer, "name", None)
+
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
+        session = gr.BrowserState("", storage_key="voice-rag-session", secret=_browser_secret(cfg))
+        gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="rag-header")
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3, min_width=420):
+                        chatbot = gr.Chatbot(
+                            label="Conversation", height=480, elem_id="rag-chat", buttons=["copy"],
+                            feedback_options=None, group_consecutive_messages=False,
+                            placeholder="**No questions yet.** Try: *When did the library abolish fines?*")
+                        with gr.Row(equal_height=True):
+                            question = gr.Textbox(show_label=False, scale=5, lines=1, max_lines=4,
+                                                  placeholder="Type a question and press Enter…",
+                                                  elem_id="rag-question", autofocus=True)
+                            ask = gr.Button("Ask", variant="primary", scale=1, min_width=90, elem_id="rag-ask")
+                        with gr.Row(equal_height=False):
+                            mic = gr.Audio(sources=["microphone", "upload"], type="filepath", scale=3,
+                                           label="Ask by voice: Record, then Stop"
+                                           if transcriber_error is None else "Voice questions are off (see Settings)",
+                                           elem_id="rag-mic", interactive=transcriber_error is None)
+                            with gr.Column(scale=2, min_width=220):
+                                spoken = gr.Audio(label="Spoken answer", streaming=True, autoplay=True,
+                                                  interactive=False, visible=tts_on, elem_id="rag-spoken",
+                                                  buttons=["download"])
+                                speak = gr.Checkbox(label="Speak answers aloud", value=tts_on,
+                                                    interactive=tts_on, elem_id="rag-speak")
+                                new_chat = gr.Button("New chat", variant="secondary", elem_id="rag-new-chat")
+                    with gr.Column(scale=2, min_width=300):
+                        gr.Markdown("### Sources")
+                        sources = gr.HTML(SOURCES_EMPTY, elem_id="rag-sources")
+            with gr.Tab("Documents", id="documents") as docs_tab:
+                gr.Markdown(
+                    f"Drop files below to add them ({' '.join(cfg.documents.extensions)}; up to "
+                    f"{cfg.documents.max_file_mb:g} MB each, {cfg.documents.max_upload_files} at a time), or add "
+                    "a web page by its address. Changed files are re-read; unchanged ones are skipped.")
+                with gr.Row(equal_height=False):
+                    upload = gr.File(label="Add files", file_count="multiple", elem_id="rag-upload",
+                                     file_types=list(cfg.documents.extensions), height=140)
+                    with gr.Column():
+                        url = gr.Textbox(label="Add a web page", placeholder="https://example.org/page.html",
+                                         elem_id="rag-url")
+                        with gr.Row():
+                            add_url = gr.Button("Add web page", elem_id="rag-add-url")
+                            reindex = gr.Button("Re-index folder", elem_id="rag-reindex")
+                doc_status = gr.Markdown(elem_id="rag-doc-status")
+                table = gr.Dataframe(headers=["Document", "Passages", "Added from"], interactive=False,
+                                     elem_id="rag-doc-table", wrap=True, max_height=420,
+                                     column_widths=["60%", "15%", "25%"])
+                with gr.Row(equal_height=False):
+                    to_remove = gr.Dropdown(label="Remove a document from the index", choices=[], scale=3,
+                                            elem_id="rag-remove-choice")
+                    with gr.Column(scale=1, min_width=160):
+                        remove = gr.Button("Remove", variant="stop", elem_id="rag-remove")
+            with gr.Tab("Settings", id="settings") as settings_tab:
+                top_k = gr.Slider(1, 20, value=min(cfg.retrieval.k, 20), step=1, elem_id="rag-top-k",
+                                  label="Passages to retrieve per question (top-k)",
+                                  info="More passages give the model more to read but make answers slower.")
+                gr.Markdown("Speech: use **Speak answers aloud** under the chat to turn spoken answers on or off.")
+                gr.Markdown("### What runs this page")
+                profile = gr.Markdown(elem_id="rag-profile")
+
+        # -- events ------------------------------------------------------------------------------
+        chat_kw = dict(concurrency_id="chat", concurrency_limit=cfg.server.concurrency_limit,
+                       api_visibility="private", show_progress="minimal")
+        doc_kw = dict(concurrency_id="ingest", concurrency_limit=1, api_visibility="private")
+        answer_out = [chatbot, sources, spoken, question, session]
+        ask_in = [question, chatbot, session, speak, top_k]
+        question.submit(chat.ask_text, ask_in, answer_out, show_progress_on=[chatbot], **chat_kw)
+        ask.click(chat.ask_text, ask_in, answer_out, show_progress_on=[chatbot], **chat_kw)
+        voice_in = [mic, chatbot, session, speak, top_k]
+        mic.stop_recording(chat.ask_voice, voice_in, answer_out + [mic], show_progress_on=[chatbot], **chat_kw)
+        mic.upload(chat.ask_voice, voice_in, answer_out + [mic], show_progress_on=[chatbot], **chat_kw)
+        for clearing in (new_chat.click, chatbot.clear):     # the chat's own bin icon forgets too
+            clearing(chat.clear, [session], [session, chatbot, sources, question, spoken],
+                     api_visibility="private", queue=False)
+        speak.change(lambda on: gr.update(visible=bool(on)), [speak], [spoken], api_visibility="private",
+                     queue=False)
+
+        listing = [table, to_remove]
+        upload.upload(docs.add_files, [upload], [doc_status, *listing, upload], **doc_kw)
+        add_url.click(docs.add_url, [url], [doc_status, *listing, url], **doc_kw)
+        url.submit(docs.add_url, [url], [doc_status, *listing, url], **doc_kw)
+        reindex.click(docs.reindex, None, [doc_status, *listing], **doc_kw)
+        remove.click(docs.remove, [to_remove], [doc_status, *listing], **doc_kw)
+        docs_tab.select(docs.listing, None, listing, api_visibility="private", queue=False)
+
+        def show_profile():
+            return profile_markdown(cfg, synth_name, transcriber_error, engines.index.catalog.counts())
+
+        settings_tab.select(show_profile, None, profile, api_visibility="private", queue=False)
+        demo.load(chat.restore, [session], [session, chatbot, sources], api_visibility="private")
+        demo.load(docs.listing, None, listing, api_visibility="private")
+        demo.load(show_profile, None, profile, api_visibility="private")
+
+        gr.api(chat.ask_api, api_name="ask", concurrency_id="chat",
+               concurrency_limit=cfg.server.concurrency_limit)
+    return demo
+
+
+def auth_pair(cfg) -> tuple[str, str] | None:
+    """(username, password) from the config, else from the environment variables it names."""
+    auth = cfg.server.auth
+    user = auth.username or os.environ.get(auth.username_env) or ""
+    password = auth.password or os.environ.get(auth.password_env) or ""
+    if bool(user) != bool(password):
+        log.warning("login is OFF: only one of username and password is set (server.auth, $%s, $%s)",
+                    auth.username_env, auth.password_env)
+    return (user, password) if user and password else None
+
+
+def launch(engines, host: str | None = None, port: int | None = None, block: bool = False,
+           load: bool = True) -> tuple[gr.Blocks, str]:
+    """Load models, refresh the documents folder, build and start the page; returns (demo, local URL)."""
+    cfg = engines.cfg
+    transcriber_error = load_models(engines) if load else None
+    report = engines.ensure_documents(progress=block, rescan=True)
+    if report is not None:
+        log.info("documents folder %s: %s", cfg.documents.folder, report.summary())
+        for err in report.errors:
+            log.warning("skipped: %s", err.get("error"))
+    demo = build_page(engines, transcriber_error)
+    demo.queue(default_concurrency_limit=cfg.server.concurrency_limit, max_size=cfg.server.max_queue)
+    auth = auth_pair(cfg)
+    host = host or cfg.server.host
+    port = port or cfg.server.port
+    if host not in ("127.0.0.1", "localhost", "::1") and auth is None:
+        log.warning("serving on %s without a login: anyone who can reach this port can read your documents; "
+                    "set RAG_USERNAME and RAG_PASSWORD", host)
+    theme = gr.themes.Soft(primary_hue="blue", neutral_hue="slate")
+    try:
+        _, url, _ = demo.launch(
+            server_name=host, server_port=port, auth=auth, auth_message=f"{TITLE}: please log in.",
+            prevent_thread_lock=not block, quiet=not block, show_error=False,
+            max_file_size=int(cfg.documents.max_file_mb * 1e6), footer_links=["api"], theme=theme, css=CSS,
+            ssr_mode=False, mcp_server=False, allowed_paths=[], pwa=False)
+    except OSError as err:     # port taken, address not on this host: one line from the CLI, no traceback
+        detail = " ".join(str(err).split())[:200]
+        raise UserInputError(f"cannot serve on {host}:{port} ({detail}); pass --port with a free port "
+                             "or --host with an address of this machine") from None
+    return demo, url
+
+
+def serve(engines, host: str | None = None, port: int | None = None) -> None:
+    """`python app.py serve`: blocks until interrupted."""
+    launch(engines, host=host, port=port, block=True)

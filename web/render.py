@@ -1,0 +1,128 @@
+"""Plain text and HTML for the page: the sources panel, the documents table, the profile.
+
+No Gradio here: functions take the pipeline's records and return strings, lists or dicts, so they
+are easy to read and to check on their own. Everything that came from a document or a user is
+HTML-escaped before it goes into markup.
+"""
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from rag.events import Hit
+
+SOURCES_EMPTY = ("<div class='rag-sources-empty'>Sources appear here after an answer: the passages "
+                 "the answer was written from, numbered like the <b>[n]</b> citations in it.</div>")
+SOURCES_NONE = ("<div class='rag-sources-empty'>No passage in your documents matched this question, "
+                "so the answer cites no sources.</div>")
+SOURCES_SEARCHING = "<div class='rag-sources-empty'>Searching your documents…</div>"
+PASSAGE_CHARS = 1500
+
+
+def sources_json(hits: Sequence[Hit]) -> list[dict]:
+    """The API's and the history's form of the sources: numbered like the answer's [n] citations."""
+    return [{"n": n, "source": h.source, "location": h.location, "text": h.text, "score": round(h.score, 6),
+             "similarity": round(h.dense_score, 3)} for n, h in enumerate(hits, 1)]
+
+
+def reflow(text: str) -> str:
+    """A passage as readable paragraphs: hard-wrapped lines joined, markdown heading marks dropped
+    (the heading is shown as the passage's location already)."""
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines = [line.strip() for line in block.splitlines() if line.strip()]
+        if lines and all(line.startswith("#") for line in lines):
+            continue
+        paragraphs.append(" ".join(re.sub(r"^#{1,6}\s+", "", line) for line in lines))
+    return "\n\n".join(p for p in paragraphs if p) or text.strip()
+
+
+def _score_label(source: dict) -> str:
+    """Cosine similarity reads as a match strength; the fused rank score (~0.03) means nothing to a reader."""
+    if source.get("similarity") is not None:
+        return f"match {max(0.0, float(source['similarity'])):.0%}"
+    return f"score {float(source.get('score') or 0.0):.4f}"
+
+
+def sources_html(sources: Sequence[dict] | None, searched: bool = True) -> str:
+    """The sources panel for one answer's `sources_json`; `searched` False before any question."""
+    if not sources:
+        return SOURCES_NONE if searched else SOURCES_EMPTY
+    items = []
+    for s in sources:
+        where = html.escape(str(s.get("location") or ""))
+        text = reflow(str(s.get("text") or ""))
+        if len(text) > PASSAGE_CHARS:
+            text = text[:PASSAGE_CHARS].rsplit(" ", 1)[0] + " …"
+        items.append(
+            "<details class='rag-source'{open}><summary><span class='rag-n'>[{n}]</span> "
+            "<span class='rag-doc'>{doc}</span>{where}<span class='rag-score'>{score}</span>"
+            "</summary><div class='rag-passage'>{text}</div></details>".format(
+                open=" open" if s.get("n") == 1 else "", n=int(s.get("n", 0)),
+                doc=html.escape(str(s.get("source") or "?")),
+                where=f"<span class='rag-where'>{where}</span>" if where else "",
+                score=_score_label(s), text=html.escape(text)))
+    return "<div class='rag-sources'>" + "".join(items) + "</div>"
+
+
+def document_kind(uri: str, root: str, folder: Path | None, uploads: Path) -> str:
+    if uri.lower().startswith(("http://", "https://")):
+        return "web page"
+    try:
+        if folder is not None and Path(root).resolve() == folder.resolve():
+            return "documents folder"
+        if Path(root).resolve() == uploads.resolve():
+            return "uploaded"
+    except OSError:
+        pass
+    return "file"
+
+
+def documents_rows(docs: Iterable, folder: Path | None, uploads: Path) -> list[list]:
+    """Rows for the documents table: name, chunks, where it came from."""
+    return [[d.source, d.n_chunks, document_kind(d.uri, d.root, folder, uploads)] for d in docs]
+
+
+def documents_choices(docs: Iterable) -> list[tuple[str, str]]:
+    """(label, value) pairs for the remove dropdown: the name shown, the URI removed."""
+    return [(f"{d.source} ({d.n_chunks} chunks)", d.uri) for d in docs]
+
+
+def md_escape(text: str) -> str:
+    """Text shown literally in Markdown (file names like `_v2_` must not turn italic)."""
+    return re.sub(r"([\\`*_{}\[\]<>()#+\-.!|~&])", r"\\\1", " ".join(text.split()))
+
+
+def report_markdown(title: str, done: Sequence[str], errors: Sequence[dict], summary: str = "") -> str:
+    """Per-source outcome of an ingest, for the documents tab's status box."""
+    lines = [f"**{title}**" + (f" — {summary}" if summary else "")]
+    lines += [f"- **Added:** {md_escape(item)}" for item in done]
+    lines += [f"- **Not added:** {md_escape(str(e.get('error') or e.get('source')))}" for e in errors]
+    return "\n".join(lines)
+
+
+def profile_markdown(cfg, synthesizer_name: str | None, transcriber_error: str | None,
+                     counts: tuple[int, int]) -> str:
+    """The settings tab's description of what runs this page."""
+    llm = cfg.llm
+    where = llm.base_url if llm.backend == "openai" else f"device {llm.device}"
+    if llm.backend == "llamacpp":
+        where = f"CPU, {llm.n_threads} threads"
+    tts = (synthesizer_name or cfg.tts.backend) if cfg.tts.enabled else "off (tts.enabled is false)"
+    asr = f"{cfg.asr.backend}, `{cfg.asr.model}` ({cfg.asr.device}, {cfg.asr.compute_type})"
+    if transcriber_error:
+        asr += f" — **not available**: {html.escape(transcriber_error)}"
+    folder = cfg.documents.folder or "(none)"
+    rows = [
+        ("Language model", f"{llm.backend}, `{llm.model}` ({where}), up to {llm.max_new_tokens} new tokens"),
+        ("Embeddings", f"`{cfg.embeddings.model}` ({cfg.embeddings.device})"),
+        ("Search", f"{cfg.vector_store.backend} vectors" + (" + BM25 keywords" if cfg.retrieval.lexical else "")
+         + f", {cfg.retrieval.k} passages by default"),
+        ("Speech recognition", asr),
+        ("Speech synthesis", tts),
+        ("Documents", f"{counts[0]} documents, {counts[1]} passages; folder `{folder}`, "
+                      f"data in `{cfg.data_dir}`"),
+    ]
+    return "| Part | In use |\n|---|---|\n" + "\n".join(f"| **{k}** | {v} |" for k, v in rows)
