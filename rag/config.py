@@ -135,6 +135,14 @@ class ServerConfig(_Section):
     auth: AuthConfig = AuthConfig()
 
 
+class HistoryConfig(_Section):
+    backend: Literal["sqlite", "postgres"] = "sqlite"   # sqlite: <data_dir>/history.sqlite
+    url: str | None = None               # postgresql://USER:PASSWORD@HOST:5432/DATABASE
+    url_env: str = "RAG_HISTORY_URL"     # read when `url` is not set, so passwords stay out of files
+    timeout_s: float = Field(5, gt=0)    # to connect, or to wait for a pooled connection
+    pool_size: int = Field(4, ge=1)      # connections per app process
+
+
 class Config(_Section):
     data_dir: str = "data"
     documents: DocumentsConfig = DocumentsConfig()
@@ -148,6 +156,7 @@ class Config(_Section):
     asr: ASRConfig = ASRConfig()
     tts: TTSConfig = TTSConfig()
     server: ServerConfig = ServerConfig()
+    history: HistoryConfig = HistoryConfig()
 
     @property
     def data_path(self) -> Path:

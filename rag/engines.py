@@ -71,9 +71,10 @@ class Engines:
 
     @cached_property
     def history(self):
-        from rag.history import HistoryStore
+        from rag.history import open_history
 
-        return HistoryStore(self.cfg.data_path / "history.sqlite")
+        return self._load(f"chat history ({self.cfg.history.backend})",
+                          lambda: open_history(self.cfg.history, self.cfg.data_path))
 
     def pipeline(self, speak: bool = False):
         from rag.pipeline import Pipeline

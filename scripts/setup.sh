@@ -12,7 +12,10 @@ need_apt=()
 command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 command -v sox >/dev/null || need_apt+=(sox)
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
-if [[ $WITH_TESTS == 1 ]] && ! command -v chromium >/dev/null; then need_apt+=(chromium); fi
+if [[ $WITH_TESTS == 1 ]]; then
+  command -v chromium >/dev/null || need_apt+=(chromium)
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)   # history tests
+fi
 if (( ${#need_apt[@]} )); then
   SUDO=""; [[ $(id -u) != 0 ]] && SUDO="sudo"
   say "installing system packages: ${need_apt[*]}"

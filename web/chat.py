@@ -74,7 +74,8 @@ class ChatHandlers:
         return session, [], SOURCES_EMPTY, "", None
 
     # -- answering -------------------------------------------------------------------------------
-    def _answer(self, question: str, session: str, chat: list, speak: bool, k, voice: bool) -> Iterator[tuple]:
+    def _answer(self, question: str, session: str, chat: list, speak: bool, k, voice: bool,
+                t0: float | None = None) -> Iterator[tuple]:
         """Yield (chat, sources html, audio chunk, question box, session) while the answer streams."""
         skip = gr.skip()
         speak = bool(speak) and self.tts_enabled
@@ -84,7 +85,8 @@ class ChatHandlers:
         yield chat, SOURCES_SEARCHING, skip, "", session
         cancel = threading.Event()
         options = AskOptions(k=int(k) if k else None, voice=voice, speak=speak)
-        events = self.engines.pipeline(speak=speak).ask(question, history, options, cancel=cancel)
+        # Timings count from the end of speech for a spoken question (t0 taken before transcription).
+        events = self.engines.pipeline(speak=speak).ask(question, history, options, cancel=cancel, t0=t0)
         text, panel = "", skip
         try:
             for event in events:
@@ -143,6 +145,7 @@ class ChatHandlers:
             return
         pending = list(chat or []) + [{"role": "user", "content": LISTENING}]
         yield pending, skip, skip, skip, session, skip
+        t0 = time.perf_counter()    # the recording has ended: the user now waits for the first audio
         try:
             transcript = self.engines.transcriber.transcribe(audio_path)
         except AudioError as err:            # includes NoSpeechError: the plain message, nothing else
@@ -154,9 +157,10 @@ class ChatHandlers:
             warn(one_line(err))
             yield chat or [], skip, skip, skip, skip, None
             return
-        log.info("transcribed %.1f s of speech: %r", transcript.duration_s, transcript.text)
+        log.info("transcribed %.1f s of speech in %.2f s: %r", transcript.duration_s,
+                 time.perf_counter() - t0, transcript.text)
         first = True
-        for state in self._answer(transcript.text, session, chat, speak, k, voice=True):
+        for state in self._answer(transcript.text, session, chat, speak, k, voice=True, t0=t0):
             yield (*state, None if first else skip)
             first = False
 
