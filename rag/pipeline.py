@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -44,6 +45,22 @@ def clean_history(history: Sequence[Message] | None, limit: int) -> list[Message
     return out[-limit:]
 
 
+_ANAPHORA = re.compile(   # words that point back into the conversation ("that" is too often a conjunction)
+    r"\b(it|its|itself|they|them|their|theirs|themselves|he|him|his|himself|she|her|hers|herself|"
+    r"there|this|these|those|former|latter)\b|^\s*(and|but|so|what about|how about|why)\b|"
+    r"\b(is|was|are|were|did|does|do|in|at|of|for|from|about|on|by|with|after|before)\s+that\b", re.IGNORECASE)
+_STOP = frozenset("a an the of in on at to for from by with about as is are was were be been being do does did "
+                  "what which who whom whose when where how many much can could would should will shall may "
+                  "might must has have had not no or and but if than so".split())
+
+
+def looks_like_follow_up(question: str) -> bool:
+    """Does the question lean on the conversation? Pronouns and pointing words ("it", "there",
+    "that", "why") or too few words of its own to be understood alone."""
+    content = [w for w in re.findall(r"[a-z0-9']+", question.lower()) if w not in _STOP]
+    return bool(_ANAPHORA.search(question)) or len(content) <= 1
+
+
 class Pipeline:
     def __init__(self, cfg: Config, retriever: Retriever, llm: ChatModel, synthesizer=None):
         self.cfg = cfg
@@ -64,8 +81,8 @@ class Pipeline:
 
     def standalone(self, question: str, history: list[Message], rewrite: bool) -> str:
         """The LLM's rewrite of a follow-up, or the question itself when there is no history."""
-        if not history or not rewrite:
-            return question
+        if not history or not rewrite or not looks_like_follow_up(question):
+            return question     # a question complete on its own needs no rewrite (and no LLM call)
         recent = history[-4:]
         text = ""
         try:
@@ -81,14 +98,17 @@ class Pipeline:
 
     def queries(self, question: str, standalone: str, history: list[Message]) -> list[Query]:
         """Fuse the rewrite with history-aware queries: small models rewrite poorly, and the
-        previous turn usually names what a follow-up's pronouns point at."""
+        previous turn usually names what a follow-up's pronouns point at. A question that reads as
+        complete on its own (a change of topic) keeps the lead, with the history only breaking ties."""
         users = [m["content"] for m in history if m["role"] == "user"][-self.cfg.memory.history_turns:]
         answers = [m["content"] for m in history if m["role"] == "assistant"]
         if not users:
             return [Query(standalone)]
-        queries = [Query(question, 0.5), Query(" ".join(users + [question]))]
+        follow_up = looks_like_follow_up(question)
+        own, context = (0.5, 1.0) if follow_up else (1.0, 0.25)
+        queries = [Query(question, own), Query(" ".join(users + [question]), context)]
         if answers:
-            queries.append(Query(" ".join([users[-1], answers[-1][:600], question])))
+            queries.append(Query(" ".join([users[-1], answers[-1][:600], question]), context))
         if standalone != question:
             queries.append(Query(standalone))
         return queries

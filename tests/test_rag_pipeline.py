@@ -100,3 +100,25 @@ def test_voice_style_and_speech_events(base_engines):
     assert sentences and audio and all(len(a.samples) > 1000 for a in audio)
     assert not any("[" in s.text for s in sentences), "citation markers must not be read aloud"
     assert done.timings["first_audio_s"] <= done.timings["answer_done_s"]
+
+
+def test_change_of_topic_is_not_dragged_back_by_history(base_engines):
+    history = [{"role": "user", "content": "Who founded the Harbor Point Community Library?"},
+               {"role": "assistant", "content": "A group of fishing families founded it in 1962 [1]."}]
+    pipeline = base_engines.pipeline()
+    _, hits = pipeline.search("How many panels does the Millstream solar garden have?", history, rewrite=False)
+    assert hits[0].source == "solar-garden.md"
+    _, hits = pipeline.search("How many books does it hold?", history, rewrite=False)   # a real follow-up
+    assert hits[0].source == "harbor-library.md" and "48,000" in " ".join(h.text for h in hits[:3])
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("Who was its first librarian?", True), ("What did they do next?", True), ("Why?", True),
+    ("Where was that conference held?", True), ("And the population?", True),
+    ("When did the Harbor Point library abolish fines?", False),
+    ("Who believes that the Hellenistic world relies on Babylonian astronomy?", False),
+])
+def test_looks_like_follow_up(question, expected):
+    from rag.pipeline import looks_like_follow_up
+
+    assert looks_like_follow_up(question) is expected
