@@ -40,13 +40,17 @@ def _parser() -> argparse.ArgumentParser:
 
     for name, help_ in (("search", "retrieval only, no generation"), ("ask", "the full, cited answer")):
         s = sub.add_parser(name, help=help_)
-        s.add_argument("question", help="the question, or - to read one per line from stdin (JSON lines out)")
+        s.add_argument("question", nargs="?" if name == "ask" else None,
+                       help="the question, or - to read one per line from stdin (JSON lines out)")
         s.add_argument("-k", type=int, help="passages to retrieve")
         s.add_argument("--history", help="JSON file with [{\"role\": ..., \"content\": ...}] messages")
         s.add_argument("--json", action="store_true")
         if name == "ask":
             s.add_argument("--speak", metavar="OUT.wav", help="also speak the answer into this WAV file")
             s.add_argument("--voice", action="store_true", help="answer in a style made to be heard")
+            s.add_argument("--audio", metavar="QUESTION.wav",
+                           help="ask by voice: transcribe this recording, answer in voice style; timings "
+                                "count from the end of the recording")
 
     s = sub.add_parser("migrate", help="fill the configured vector store from the catalog (no re-embedding), "
                        "e.g. --set vector_store.backend=qdrant migrate")
@@ -138,6 +142,14 @@ def _search_json(engines, question, history, k) -> dict:
 
 def _check_question(args) -> None:
     """Fail fast, before any model loads."""
+    if getattr(args, "audio", None):
+        if args.question:
+            raise UserInputError("give either a QUESTION or --audio, not both")
+        if not Path(args.audio).is_file():
+            raise UserInputError(f"audio file '{args.audio}' not found")
+        return
+    if args.question is None:
+        raise UserInputError("ask needs a QUESTION (or --audio FILE, or - for stdin)")
     if args.question != "-" and not args.question.strip():
         raise UserInputError("the question is empty; pass a question, or - to read questions from stdin")
     if args.k is not None and not 1 <= args.k <= 50:
@@ -173,8 +185,14 @@ def _ask_once(engines, question, history, args, stream_text: bool) -> dict:
     from rag.pipeline import AskOptions
 
     t0 = time.perf_counter()
+    transcript = None
+    if getattr(args, "audio", None):
+        engines.llm, engines.retriever   # load first: the clock runs from the end of the recording
+        t0 = time.perf_counter()
+        transcript = engines.transcriber.transcribe(args.audio)
+        question = transcript.text
     speak = bool(getattr(args, "speak", None))
-    options = AskOptions(k=args.k, voice=getattr(args, "voice", False), speak=speak)
+    options = AskOptions(k=args.k, voice=getattr(args, "voice", False) or transcript is not None, speak=speak)
     audio, done = [], None
     for event in engines.pipeline(speak=speak).ask(question, history, options, t0=t0):
         if isinstance(event, TextDelta) and stream_text:
@@ -196,7 +214,11 @@ def _ask_once(engines, question, history, args, stream_text: bool) -> dict:
         import numpy as np
         rate = audio[0].sample_rate if audio else 22050
         write_wav(args.speak, np.concatenate([a.samples for a in audio]) if audio else np.zeros(0, np.float32), rate)
-    return {"answer": done.answer, "standalone_question": done.standalone_question,
+    if transcript is not None:
+        done.timings["transcript_s"] = round(transcript.timings.get("decode_s", 0)
+                                             + transcript.timings.get("transcribe_s", 0), 4)
+    return {**({"question": question} if transcript is not None else {}),
+            "answer": done.answer, "standalone_question": done.standalone_question,
             "sources": [{"n": n, "source": h.source, "location": h.location, "text": h.text,
                          "score": round(h.score, 6)} for n, h in enumerate(done.sources, 1)],
             "timings": done.timings, "abstained": done.abstained}

@@ -89,3 +89,19 @@ def test_ingest_json_reports_bad_sources_and_keeps_good_ones(tmp_path):
     report = json.loads(out.stdout)
     assert report["added"] == 1 and report["errors"][0]["source"] == "bad.txt"
     assert set(report) >= {"added", "updated", "unchanged", "removed", "chunks", "errors"}
+
+
+def test_say_then_ask_by_voice_with_spoken_answer(data_dir, tmp_path):
+    question, answer = tmp_path / "question.wav", tmp_path / "answer.wav"
+    out = run("say", "How many panels does the Millstream solar garden have?", "-o", str(question),
+              data_dir=data_dir)
+    assert out.returncode == 0 and question.stat().st_size > 20_000, out.stderr
+    out = run("ask", "--audio", str(question), "--speak", str(answer), "--json", data_dir=data_dir)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert "panels" in result["question"].lower() and result["sources"][0]["source"] == "solar-garden.md"
+    timings = result["timings"]
+    assert 0 < timings["transcript_s"] < timings["retrieve_s"] <= timings["first_audio_s"]
+    import wave
+    with wave.open(str(answer)) as w:
+        assert w.getnframes() / w.getframerate() > 1.0
