@@ -20,6 +20,8 @@ class Engines:
         self.cfg = cfg
         self.cache_dir: Path = cfg.data_path / "cache"
         self._lock = threading.RLock()
+        self._voices_lock = threading.Lock()
+        self._voices: dict[tuple, object] = {}
 
     def _load(self, what: str, factory):
         with self._lock:
@@ -62,6 +64,29 @@ class Engines:
 
         return self._load(f"speech synthesizer ({self.cfg.tts.backend})", lambda: load_synthesizer(self.cfg.tts, threads=self.cfg.tts.threads))
 
+    def synthesizer_for(self, backend: str | None = None, voice: str | None = None, rate: float | None = None):
+        """The synthesizer for one voice choice (engine, voice, rate rounded to 0.05), made once and kept.
+
+        The configured choice is `self.synthesizer` itself; others are loaded like it (same fallback
+        wrapping), on first use. BackendError if the chosen engine and its fallback cannot load.
+        """
+        tts = self.cfg.tts
+        backend = backend or tts.backend
+        voice = voice or None
+        rate = round(round(float(tts.rate if rate is None else rate) / 0.05) * 0.05, 2)
+        if (backend, voice, rate) == (tts.backend, tts.voice, round(round(tts.rate / 0.05) * 0.05, 2)):
+            return self.synthesizer
+        key = (backend, voice, rate)
+        with self._voices_lock:     # one load per choice, even when two sessions ask at once
+            if key not in self._voices:
+                from tts.base import load_synthesizer
+
+                chosen = tts.model_copy(update={"backend": backend, "voice": voice, "rate": rate})
+                self._voices[key] = self._load(f"speech synthesizer ({backend}, {voice or 'default voice'}, "
+                                               f"rate {rate:g})",
+                                               lambda: load_synthesizer(chosen, threads=tts.threads))
+            return self._voices[key]
+
     @cached_property
     def transcriber(self):
         from asr.base import load_transcriber
@@ -76,11 +101,14 @@ class Engines:
         return self._load(f"chat history ({self.cfg.history.backend})",
                           lambda: open_history(self.cfg.history, self.cfg.data_path))
 
-    def pipeline(self, speak: bool = False):
+    def pipeline(self, speak: bool = False, synthesizer=None):
+        """`synthesizer`: the voice to speak with (see `synthesizer_for`); the configured one if None."""
         from rag.pipeline import Pipeline
 
         speak = speak and self.cfg.tts.enabled
-        return Pipeline(self.cfg, self.retriever, self.llm, self.synthesizer if speak else None)
+        if speak and synthesizer is None:
+            synthesizer = self.synthesizer
+        return Pipeline(self.cfg, self.retriever, self.llm, synthesizer if speak else None)
 
     def ensure_documents(self, progress: bool = True, rescan: bool = False):
         """Ingest the configured folder when the index is empty (or always, with `rescan`)."""

@@ -178,6 +178,18 @@ def test_uploaded_document_is_listed_answerable_and_removable(browser, web_serve
     page.wait_for_function("document.querySelector('#rag-profile').innerText.includes('Language model')")
     profile = page.inner_text("#rag-profile")
     assert "llamacpp" in profile and "faster-whisper" in profile and "3 documents" in profile
+    # Voice and speaking rate for spoken answers: a dropdown of the voices that load here, and a slider.
+    assert page.input_value("#rag-voice input") == "Natural (hibari)"
+    assert page.get_attribute("#rag-rate input[type=range]", "min") == "0.75"
+    assert page.get_attribute("#rag-rate input[type=range]", "max") == "1.5"
+    assert page.input_value("#rag-rate input[type=range]") == "1"
+    page.click("#rag-voice input")
+    offered = " | ".join(page.get_by_role("option").all_inner_texts())     # the chosen one has a tick
+    assert all(v in offered for v in ("Natural (hibari)", "Robot (espeak-ng, en-us)", "Robot (espeak-ng, en-gb)"))
+    assert "piper" not in offered                                           # not installed here
+    page.get_by_role("option", name="Robot (espeak-ng, en-gb)").click()     # a choice for this tab only
+    page.wait_for_selector("[role=option]", state="detached")
+    assert page.input_value("#rag-voice input") == "Robot (espeak-ng, en-gb)"
     page.screenshot(path=str(web_artifacts / "page-settings.png"), full_page=True)
     page.context.close()
 

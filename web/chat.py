@@ -37,6 +37,57 @@ def warn(message: str) -> None:
     gr.Warning(message[:1].upper() + message[1:])
 
 
+# The voices offered in Settings: (label, engine, voice). Only those that load on this machine are listed
+# (see `voice_choices`); gTTS needs the Internet, so it is offered only when it is the configured engine.
+VOICES = [("Natural (hibari)", "hibari", None), ("Natural (piper)", "piper", None),
+          ("Robot (espeak-ng, en-us)", "espeak-ng", "en-us"), ("Robot (espeak-ng, en-gb)", "espeak-ng", "en-gb")]
+
+
+def voice_value(backend: str, voice: str | None) -> str:
+    """The dropdown's value for a voice choice: "engine|voice" (voice empty for the engine's default)."""
+    return f"{backend}|{voice or ''}"
+
+
+def parse_voice(value) -> tuple[str | None, str | None]:
+    """(engine, voice) from a dropdown value; (None, None), the configured voice, if it is not one."""
+    backend, _, voice = str(value or "").partition("|")
+    return (backend, voice or None) if backend else (None, None)
+
+
+def _installed(backend: str) -> bool:
+    """Cheap check before loading an engine to offer it (a missing one would log a fallback warning)."""
+    import importlib.util
+    import shutil
+
+    if backend == "espeak-ng":
+        return shutil.which("espeak-ng") is not None
+    return importlib.util.find_spec({"hibari": "hibari", "piper": "piper"}.get(backend, backend)) is not None
+
+
+def voice_choices(engines) -> list[tuple[str, str]]:
+    """(label, value) for the Settings voice dropdown: the configured voice first, then every other
+    voice in VOICES that loads here (an engine that only loads by falling back to espeak-ng is left out)."""
+    from tts.base import FallbackSynthesizer
+
+    tts = engines.cfg.tts
+    default = voice_value(tts.backend, tts.voice)
+    labels = {voice_value(b, v): label for label, b, v in VOICES}
+    choices = [(labels.get(default, f"Configured ({tts.backend}, {tts.voice or 'default voice'})"), default)]
+    for label, backend, voice in VOICES:
+        value = voice_value(backend, voice)
+        if value == default or not _installed(backend):
+            continue
+        try:
+            synth = engines.synthesizer_for(backend, voice, tts.rate)
+        except RagError as err:
+            log.info("voice %s is not offered: %s", label, one_line(err))
+            continue
+        if isinstance(synth, FallbackSynthesizer) and synth.primary is None:
+            continue
+        choices.append((label, value))
+    return choices
+
+
 def _wav(chunk: AudioChunk) -> bytes:
     from tts.wav import to_wav_bytes
 
@@ -74,8 +125,17 @@ class ChatHandlers:
         return session, [], SOURCES_EMPTY, "", None
 
     # -- answering -------------------------------------------------------------------------------
+    def synthesizer(self, voice_choice, rate):
+        """The session's chosen voice and rate; the configured voice (with a warning) if it cannot load."""
+        backend, voice = parse_voice(voice_choice)
+        try:
+            return self.engines.synthesizer_for(backend, voice, float(rate) if rate else None)
+        except (RagError, ValueError) as err:
+            warn(f"The chosen voice is not available ({one_line(err)}); speaking with the default voice.")
+            return self.engines.synthesizer
+
     def _answer(self, question: str, session: str, chat: list, speak: bool, k, voice: bool,
-                t0: float | None = None) -> Iterator[tuple]:
+                t0: float | None = None, voice_choice=None, rate=None) -> Iterator[tuple]:
         """Yield (chat, sources html, audio chunk, question box, session) while the answer streams."""
         skip = gr.skip()
         speak = bool(speak) and self.tts_enabled
@@ -86,7 +146,9 @@ class ChatHandlers:
         cancel = threading.Event()
         options = AskOptions(k=int(k) if k else None, voice=voice, speak=speak)
         # Timings count from the end of speech for a spoken question (t0 taken before transcription).
-        events = self.engines.pipeline(speak=speak).ask(question, history, options, cancel=cancel, t0=t0)
+        synthesizer = self.synthesizer(voice_choice, rate) if speak else None
+        events = self.engines.pipeline(speak=speak, synthesizer=synthesizer).ask(question, history, options,
+                                                                              cancel=cancel, t0=t0)
         text, panel = "", skip
         try:
             for event in events:
@@ -122,7 +184,7 @@ class ChatHandlers:
             cancel.set()
             events.close()
 
-    def ask_text(self, question, chat, session, speak, k):
+    def ask_text(self, question, chat, session, speak, k, voice_choice=None, rate=None):
         """Typed question (Enter or the Ask button)."""
         session = self.session_of(session)
         question = " ".join(str(question or "").split())
@@ -130,9 +192,10 @@ class ChatHandlers:
             warn("Type a question first, or record one with the microphone.")
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
             return
-        yield from self._answer(question, session, chat, speak, k, voice=False)
+        yield from self._answer(question, session, chat, speak, k, voice=False, voice_choice=voice_choice,
+                                rate=rate)
 
-    def ask_voice(self, audio_path, chat, session, speak, k):
+    def ask_voice(self, audio_path, chat, session, speak, k, voice_choice=None, rate=None):
         """Recorded or uploaded question: transcribe, show the transcript as the user's message, answer."""
         session = self.session_of(session)
         skip = gr.skip()
@@ -160,7 +223,8 @@ class ChatHandlers:
         log.info("transcribed %.1f s of speech in %.2f s: %r", transcript.duration_s,
                  time.perf_counter() - t0, transcript.text)
         first = True
-        for state in self._answer(transcript.text, session, chat, speak, k, voice=True, t0=t0):
+        for state in self._answer(transcript.text, session, chat, speak, k, voice=True, t0=t0,
+                                  voice_choice=voice_choice, rate=rate):
             yield (*state, None if first else skip)
             first = False
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from rag.errors import RagError, UserInputError, one_line
-from web.chat import ChatHandlers
+from web.chat import ChatHandlers, voice_choices, voice_value
 from web.documents import DocumentHandlers
 from web.render import SOURCES_EMPTY, profile_markdown
 
@@ -145,7 +145,16 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
                 top_k = gr.Slider(1, 20, value=min(cfg.retrieval.k, 20), step=1, elem_id="rag-top-k",
                                   label="Passages to retrieve per question (top-k)",
                                   info="More passages give the model more to read but make answers slower.")
-                gr.Markdown("Speech: use **Speak answers aloud** under the chat to turn spoken answers on or off.")
+                gr.Markdown("Speech: use **Speak answers aloud** under the chat to turn spoken answers on or off; "
+                            "choose how they sound here (for this browser tab).")
+                with gr.Row(equal_height=True):
+                    voices = voice_choices(engines) if tts_on else [(cfg.tts.backend, "")]
+                    voice_choice = gr.Dropdown(label="Voice", choices=voices, interactive=tts_on,
+                                               value=voice_value(cfg.tts.backend, cfg.tts.voice) if tts_on else "",
+                                               elem_id="rag-voice", info="The voice of spoken answers.")
+                    rate = gr.Slider(0.75, 1.5, value=min(1.5, max(0.75, cfg.tts.rate)), step=0.05,
+                                     label="Speaking rate", info="1 is normal speed; higher is faster.",
+                                     interactive=tts_on, elem_id="rag-rate")
                 gr.Markdown("### What runs this page")
                 profile = gr.Markdown(elem_id="rag-profile")
 
@@ -154,10 +163,10 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
                        api_visibility="private", show_progress="minimal")
         doc_kw = dict(concurrency_id="ingest", concurrency_limit=1, api_visibility="private")
         answer_out = [chatbot, sources, spoken, question, session]
-        ask_in = [question, chatbot, session, speak, top_k]
+        ask_in = [question, chatbot, session, speak, top_k, voice_choice, rate]
         question.submit(chat.ask_text, ask_in, answer_out, show_progress_on=[chatbot], **chat_kw)
         ask.click(chat.ask_text, ask_in, answer_out, show_progress_on=[chatbot], **chat_kw)
-        voice_in = [mic, chatbot, session, speak, top_k]
+        voice_in = [mic, chatbot, session, speak, top_k, voice_choice, rate]
         mic.stop_recording(chat.ask_voice, voice_in, answer_out + [mic], show_progress_on=[chatbot], **chat_kw)
         mic.upload(chat.ask_voice, voice_in, answer_out + [mic], show_progress_on=[chatbot], **chat_kw)
         for clearing in (new_chat.click, chatbot.clear):     # the chat's own bin icon forgets too
