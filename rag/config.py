@@ -95,6 +95,9 @@ class LLMConfig(_Section):
 
 class PromptConfig(_Section):
     context_tokens: int = Field(1200, ge=64)   # budget for numbered sources in the prompt
+    # At most this many of the k retrieved passages go to the model (None: as many as fit the budget).
+    # A 135M model answers better and twice as fast from its best 2 passages than from 5 (bench/RESULTS.md).
+    max_sources: int | None = Field(None, ge=1)
     max_question_chars: int = Field(4000, ge=10)
 
 

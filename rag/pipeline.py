@@ -138,7 +138,8 @@ class Pipeline:
             standalone, hits = self.search(question, hist, options.k, options.rewrite)
             mark("retrieve_s")
             abstain = self.should_abstain(hits)
-            sources = () if abstain else tuple(fit_sources(hits, self.llm.count_tokens,
+            chosen = hits[: self.cfg.prompt.max_sources or len(hits)]
+            sources = () if abstain else tuple(fit_sources(chosen, self.llm.count_tokens,
                                                            self.cfg.prompt.context_tokens))
             yield Retrieved(question, standalone, sources)
             if abstain or not sources:
