@@ -76,11 +76,12 @@ class LLMConfig(_Section):
     backend: Literal["llamacpp", "transformers", "openai"] = "llamacpp"
     model: str = "shipped:SmolLM2-135M-Instruct-Q4_1"
     n_ctx: int = Field(4096, ge=256)
-    # Generation threads. On 2 cores the answer is spoken while it is written, so the LLM (1 thread)
-    # and the synthesizer (tts.threads = 1) each get a core: two LLM threads beside a busy core fell
-    # from ~60 to ~30 tokens/s here. Prompt reading happens before speech starts: it may use both.
+    # Threads for generating and for reading the prompt. On 2 cores the answer is spoken while it is
+    # written, so the LLM and the synthesizer (tts.threads = 1) each get a core. llama.cpp's threads
+    # wait for each other at every step: beside one busy core, 2 threads read a 1,200-token prompt in
+    # 13 s against 5.4 s for 1 thread (bench/RESULTS.md, "Generation"), so 1 is the safe default.
     n_threads: int = Field(1, ge=1)
-    n_threads_batch: int = Field(2, ge=1)
+    n_threads_batch: int = Field(1, ge=1)
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0)
     device: str = "cpu"                   # transformers: cpu, cuda, auto
