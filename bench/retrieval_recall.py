@@ -26,7 +26,9 @@ def found(hits, answers) -> bool:
     return any(a.lower() in text for a in answers)
 
 
-def main(argv=None) -> dict:
+def main(argv=None, engines=None) -> dict:
+    """Prints the table and returns its rows. `engines` (optional): an Engines to use instead of
+    loading new models (python -m bench passes its shared ones); its data dir is the one searched."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir")
     ap.add_argument("--k", type=int, default=5)
@@ -34,9 +36,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--no-rewrite", action="store_true", help="skip the LLM-rewrite row (no LLM load)")
     args = ap.parse_args(argv)
-    data_dir = args.data_dir or tempfile.mkdtemp(prefix="bench-recall-")
-    cfg = load_config("config.yaml", args.set + ["documents.folder=null"], data_dir)
-    engines = Engines(cfg)
+    if engines is None:
+        data_dir = args.data_dir or tempfile.mkdtemp(prefix="bench-recall-")
+        cfg = load_config("config.yaml", args.set + ["documents.folder=null"], data_dir)
+        engines = Engines(cfg)
+    cfg = engines.cfg
     t = time.perf_counter()
     report = engines.ingestor.ingest([str(Path(args.eval) / "docs")], progress=False)
     print(f"ingest: {report.summary()} in {time.perf_counter() - t:.1f} s")

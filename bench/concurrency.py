@@ -1,0 +1,87 @@
+"""Simultaneous questions through one Pipeline (threads), default profile, text only.
+
+At each level (1, 2, 4, 8 questions at once) the requests start together (a barrier) and every
+timing is taken from that common start, so time spent queued behind the model's gate counts. The
+local llama.cpp model runs one generation at a time (rag/llm.py Gate): aggregate tokens/s should stay
+flat while first-token time grows with the queue. Questions are SQuAD questions the retriever does
+not abstain on (an abstention skips the model and would flatter the figures).
+--quick: levels 1 and 2, short prompts and answers.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from bench.common import (Context, Section, Table, answerable, engines, load_now, pct, quick_overrides, spread, squad,
+                          squad_index)
+
+
+def ask_all(pipeline, llm, questions: list[str]) -> tuple[list[dict], float]:
+    from rag.events import Done, Failed
+    from rag.pipeline import AskOptions
+
+    barrier = threading.Barrier(len(questions) + 1)
+    results: list[dict] = [{} for _ in questions]
+    start = [0.0]
+
+    def work(i: int, q: str) -> None:
+        barrier.wait()
+        for event in pipeline.ask(q, [], AskOptions(rewrite=False), t0=start[0]):
+            if isinstance(event, Done):
+                results[i] = {"first_token": event.timings.get("first_token_s"), "done": event.timings.get("answer_done_s"),
+                              "tokens": llm.count_tokens(event.answer), "abstained": event.abstained}
+            elif isinstance(event, Failed):
+                results[i] = {"failed": event.message}
+
+    threads = [threading.Thread(target=work, args=(i, q)) for i, q in enumerate(questions)]
+    for t in threads:
+        t.start()
+    start[0] = time.perf_counter()
+    barrier.wait()
+    for t in threads:
+        t.join()
+    return results, time.perf_counter() - start[0]
+
+
+def run(ctx: Context) -> Section:
+    ev = squad(ctx)
+    data = squad_index(ctx, ev)
+    levels = [1, 2] if ctx.quick else [1, 2, 4, 8]
+    eng = engines(data, *quick_overrides(ctx))
+    pipeline, llm = eng.pipeline(), eng.llm
+    pool = []
+    for q in spread(answerable(ev.qa, ev), 200):   # questions the retriever answers (no abstention)
+        if not pipeline.should_abstain(pipeline.search(q["question"], [], None, rewrite=False)[1]):
+            pool.append(q["question"])
+        if len(pool) >= 40:
+            break
+    ask_all(pipeline, llm, pool[-1:])   # warm-up (another question: llama.cpp would reuse a repeated prompt)
+    table = Table(f"Simultaneous questions through one Pipeline ({eng.cfg.llm.backend}, {eng.cfg.llm.n_threads} "
+                  f"threads, max {eng.cfg.llm.max_new_tokens} new tokens); times from the common start",
+                  ["simultaneous", "requests", "aggregate tokens/s", "first token p50 s", "first token p95 s",
+                   "answer done p95 s", "failed"])
+    used = 0
+    section = Section("concurrency", "Concurrency: simultaneous questions", [table])
+    for level in levels:
+        waves = 1 if ctx.quick else max(1, 8 // level)   # at least 8 requests per level (full run)
+        rows, tokens, wall = [], 0, 0.0
+        for _ in range(waves):
+            questions = [pool[(used + i) % len(pool)] for i in range(level)]
+            used += level
+            res, w = ask_all(pipeline, llm, questions)
+            rows += res
+            tokens += sum(r.get("tokens", 0) for r in res)
+            wall += w
+        ok = [r for r in rows if "failed" not in r]
+        ft = [r["first_token"] for r in ok if r.get("first_token") is not None]
+        table.add(level, len(rows), tokens / wall, pct(ft, 50), pct(ft, 95), pct([r["done"] for r in ok], 95),
+                  len(rows) - len(ok))
+        section.figures[level] = {"tok_s": tokens / wall, "ft_p95": pct(ft, 95)}
+        print(f"  {level} at once: {tokens / wall:.1f} tok/s aggregate, first token p95 {pct(ft, 95):.2f} s "
+              f"({load_now()})", flush=True)
+    one, top = section.figures[levels[0]], section.figures[levels[-1]]
+    section.notes.append(f"From 1 to {levels[-1]} simultaneous questions aggregate throughput changes "
+                         f"{top['tok_s'] / one['tok_s']:.2f}× and p95 first-token time {top['ft_p95'] / one['ft_p95']:.1f}×: "
+                         "the local model serves one request at a time (llama.cpp contexts are not thread-safe), "
+                         "the rest wait in the gate's queue with their position shown.")
+    return section
