@@ -20,6 +20,7 @@ from rag.events import AudioChunk, Done, Event, Failed, Hit, Notice, Queued, Ret
 from rag.llm import ChatModel, GenerationSettings
 from rag.prompt import (NOT_FOUND, answer_messages, best_supporting_source, cited_numbers, clean_rewrite,
                         fit_sources, rewrite_messages, says_not_found)
+from rag.repetition import RepetitionGuard
 from rag.retrieve import Query, Retriever
 
 log = logging.getLogger(__name__)
@@ -154,15 +155,30 @@ class Pipeline:
             for position in self.llm.gate.wait(cancel):
                 yield Queued(position)
             parts: list[str] = []
+            guard = RepetitionGuard()     # small models loop; nothing repeated is shown or spoken
             try:
                 settings = GenerationSettings(self.cfg.llm.max_new_tokens, self.cfg.llm.temperature)
-                for delta in self.llm.stream(messages, settings, cancel):
-                    mark("first_token_s")
-                    parts.append(delta)
-                    yield TextDelta(delta)
+                stream = self.llm.stream(messages, settings, cancel)
+                try:
+                    for raw in stream:
+                        mark("first_token_s")
+                        delta = guard.feed(raw)
+                        if delta:
+                            parts.append(delta)
+                            yield TextDelta(delta)
+                            if speaker:
+                                speaker.feed(delta)
+                                yield from speaker.ready()
+                        if guard.stopped:
+                            log.info("generation stopped: the model began repeating itself")
+                            break
+                finally:
+                    stream.close()       # stops generation when we stop early
+                if tail := guard.flush():
+                    parts.append(tail)
+                    yield TextDelta(tail)
                     if speaker:
-                        speaker.feed(delta)
-                        yield from speaker.ready()
+                        speaker.feed(tail)
             finally:
                 self.llm.gate.leave()
             answer = "".join(parts).strip()

@@ -122,3 +122,19 @@ def test_looks_like_follow_up(question, expected):
     from rag.pipeline import looks_like_follow_up
 
     assert looks_like_follow_up(question) is expected
+
+
+@pytest.mark.parametrize("text, expected, stopped", [
+    ("The prototype weighs 2.4 kg. " * 4, "The prototype weighs 2.4 kg. ", True),
+    ("It opened in 1962 [1]. It opened in a sail loft. The library opened in 1962 [2]. Done",
+     "It opened in 1962 [1]. It opened in a sail loft. The library opened in 1962 [2]. Done", False),
+    ("Yes. Yes. Fine.", "Yes. Yes. Fine.", False),                      # too short to call a loop
+    ("A long first sentence here. A long first sent", "A long first sentence here. ", False),
+])
+def test_repetition_guard(text, expected, stopped):
+    from rag.repetition import RepetitionGuard
+
+    for size in (1, 3, 7):
+        guard = RepetitionGuard()
+        out = "".join(guard.feed(text[i:i + size]) for i in range(0, len(text), size)) + guard.flush()
+        assert out == expected and guard.stopped is stopped
