@@ -30,8 +30,9 @@ def _address_is_public(addr: str) -> bool:
     ip = ipaddress.ip_address(addr.split("%")[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
-    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-                or ip.is_reserved or ip.is_unspecified)
+    # is_global excludes private, loopback, link-local, reserved, documentation and shared (CGNAT,
+    # 100.64/10 — where some clouds put their metadata service) ranges; multicast is never a web page.
+    return ip.is_global and not ip.is_multicast
 
 
 def check_url(url: str, allow_private: bool = False) -> None:
