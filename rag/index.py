@@ -40,6 +40,7 @@ class LexicalIndex:
     def __init__(self, ids: np.ndarray, texts: list[str]):
         import bm25s
 
+        logging.getLogger("bm25s").setLevel(logging.WARNING)   # bm25s sets DEBUG on its first import
         self.bm25s = bm25s
         self.ids = ids
         self.model = None

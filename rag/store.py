@@ -111,7 +111,12 @@ class FaissStore(VectorStore):
         self.index = self._new_index(len(ids))
         self.stale.clear()
         if len(ids):
-            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+            # Building (HNSW above all) is bulk work: all cores, then back to one for single queries.
+            self.faiss.omp_set_num_threads(os.cpu_count() or 1)
+            try:
+                self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+            finally:
+                self.faiss.omp_set_num_threads(1)
 
     def needs_rebuild(self) -> bool:
         n = self.index.ntotal
