@@ -216,6 +216,17 @@ class Catalog:
             out.setdefault(chunk_id, ChunkRef(chunk_id, text, source, location))
         return out
 
+    def chunk_ids_for_documents(self, doc_ids: list[int]) -> list[int]:
+        """The distinct chunk ids referenced by these documents (a metadata filter's allowed set)."""
+        found: set[int] = set()
+        with self.connect() as db:
+            for i in range(0, len(doc_ids), 500):
+                part = [int(d) for d in doc_ids[i:i + 500]]
+                marks = ",".join("?" * len(part))
+                found.update(r[0] for r in db.execute(f"SELECT DISTINCT chunk_id FROM refs WHERE doc_id IN ({marks})",
+                                                      part))
+        return sorted(found)
+
     def counts(self) -> tuple[int, int]:
         with self.connect() as db:
             docs = db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
