@@ -36,10 +36,15 @@ class ChunkingConfig(_Section):
     overlap_tokens: int = Field(40, ge=0)
 
 
+# Where a model runs; a typo ("cude") is a config error rather than a failure deep inside a loader.
+DEVICE_PATTERN = r"^(cpu|auto|cuda(:[0-9]+)?)$"
+
+
 class EmbeddingsConfig(_Section):
     backend: Literal["sentence-transformers"] = "sentence-transformers"
     model: str = "shipped:all-MiniLM-L6-v2"
-    device: str = "cpu"
+    # cpu, cuda, cuda:N, or auto: the GPU the placement plan picks (rag/placement.py), else the CPU.
+    device: str = Field("cpu", pattern=DEVICE_PATTERN)
     batch_size: int = Field(32, ge=1)
     # torch: the model as sentence-transformers loads it. onnx: the same weights exported once to ONNX
     # under <data_dir>/cache/onnx and run by onnxruntime; onnx-int8: that export with int8 weights
@@ -84,7 +89,8 @@ class LLMConfig(_Section):
     n_threads_batch: int = Field(1, ge=1)
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0)
-    device: str = "cpu"                   # transformers: cpu, cuda, auto
+    # transformers: cpu; auto (the plan's GPUs, else the CPU); cuda (all GPUs, which must exist); cuda:N (one).
+    device: str = Field("cpu", pattern=DEVICE_PATTERN)
     quantization: Literal["none", "nf4"] = "none"
     gpu_max_memory_gib: dict[str, float] | None = None
     base_url: str | None = None           # openai backend
@@ -105,8 +111,8 @@ class PromptConfig(_Section):
 class ASRConfig(_Section):
     backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
     model: str = "shipped:whisper-tiny.en"
-    device: str = "cpu"
-    compute_type: str = "int8"
+    device: str = Field("cpu", pattern=DEVICE_PATTERN)   # as embeddings.device
+    compute_type: str = "int8"             # auto: float16 on a GPU, int8 on the CPU
     language: str | None = "en"            # None: detect
     vad: bool = True
     beam_size: int = Field(1, ge=1)

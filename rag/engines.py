@@ -29,10 +29,28 @@ class Engines:
             return factory()
 
     @cached_property
+    def placement(self):
+        """Where the chat model, the embedder and Whisper go (rag/placement.py): decided once, before
+        the first of them loads, and logged as one block so a start-up log shows the whole plan."""
+        from rag.placement import plan_engines
+
+        plan = self._load("placement plan", lambda: plan_engines(self.cfg, self.cache_dir))
+        log.info("%s", "\n".join(plan.describe()))
+        return plan
+
+    @cached_property
+    def placed(self) -> Config:
+        """The config with every `auto` device resolved from `placement`; models load from this."""
+        from rag.placement import apply_plan
+
+        return apply_plan(self.cfg, self.placement)
+
+    @cached_property
     def embedder(self):
         from rag.embeddings import load_embedder
 
-        return self._load("embedder", lambda: load_embedder(self.cfg.embeddings, self.cache_dir))
+        cfg = self.placed.embeddings    # the plan first: it is logged before any model loads
+        return self._load("embedder", lambda: load_embedder(cfg, self.cache_dir))
 
     @cached_property
     def index(self):
@@ -56,7 +74,8 @@ class Engines:
     def llm(self):
         from rag.llm import load_chat_model
 
-        return self._load(f"chat model ({self.cfg.llm.backend})", lambda: load_chat_model(self.cfg.llm, self.cache_dir))
+        cfg = self.placed.llm
+        return self._load(f"chat model ({cfg.backend})", lambda: load_chat_model(cfg, self.cache_dir, self.placement))
 
     @cached_property
     def synthesizer(self):
@@ -91,8 +110,9 @@ class Engines:
     def transcriber(self):
         from asr.base import load_transcriber
 
-        return self._load(f"transcriber ({self.cfg.asr.backend})",
-                          lambda: load_transcriber(self.cfg.asr, self.cache_dir, threads=self.cfg.asr.threads))
+        cfg = self.placed.asr
+        return self._load(f"transcriber ({cfg.backend})",
+                          lambda: load_transcriber(cfg, self.cache_dir, threads=cfg.threads))
 
     @cached_property
     def history(self):

@@ -222,11 +222,13 @@ class OpenAIModel(ChatModel):
         return max(1, len(text) // 4)   # no tokenizer for a remote model: ~4 characters per token
 
 
-def load_chat_model(cfg: LLMConfig, cache_dir: Path) -> ChatModel:
+def load_chat_model(cfg: LLMConfig, cache_dir: Path, plan=None) -> ChatModel:
+    """`plan`: the placement (rag.placement.Plan) Engines decided; only the transformers backend places
+    weights on GPUs, and without a plan it makes one for the model alone."""
     if cfg.backend == "llamacpp":
         return LlamaCppModel(cfg, cache_dir)
     if cfg.backend == "openai":
         return OpenAIModel(cfg, cache_dir)
     from rag.llm_hf import TransformersModel
 
-    return TransformersModel(cfg, cache_dir)
+    return TransformersModel(cfg, cache_dir, plan)

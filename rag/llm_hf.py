@@ -7,9 +7,11 @@
 - a Hugging Face hub id such as `mistralai/Mistral-7B-Instruct-v0.2` (downloaded to / read from the
   hub cache; offline, it must already be there).
 
-Placement comes from `rag.placement.plan_placement` and is logged at start: CPU; one replica per GPU
-when the model fits on one (each request goes to the least-busy replica, the gate admits one request
-per replica); or one copy split across GPUs with `device_map="auto"` and a `max_memory` cap per GPU.
+Placement comes from `rag.placement.plan_engines` (Engines computes it once for the chat model, the
+embedder and Whisper, logs it, and passes it in; a model loaded on its own computes and logs its own):
+CPU; one replica per GPU when the model fits on one (each request goes to the least-busy replica, the
+gate admits one request per replica); or one copy split across GPUs with `device_map="auto"` and a
+`max_memory` cap per GPU.
 With `llm.quantization: nf4` the weights load in 4 bits with the seed's BitsAndBytesConfig.
 
 Every request gets its own TextIteratorStreamer and its own `generate()` thread; a StoppingCriteria
@@ -29,7 +31,7 @@ from pathlib import Path
 from rag.config import LLMConfig
 from rag.errors import BackendError
 from rag.llm import ChatModel, Gate, GenerationSettings, Message, fold_system
-from rag.placement import GpuInfo, Plan, detect_gpus, estimate_model_gib, plan_placement
+from rag.placement import Plan, estimate_model_gib, plan_engines
 from rag.shipped import PREFIX, is_shipped, resolve
 
 log = logging.getLogger(__name__)
@@ -127,23 +129,28 @@ def _count_params(config) -> int:
     return sum(p.numel() for p in empty.parameters())
 
 
-def _gpus_for(cfg: LLMConfig) -> list[GpuInfo]:
-    """The GPUs this model may use: none for device cpu; all, or the one named by cuda:N."""
-    device = cfg.device.strip().lower()
-    if device == "cpu":
-        return []
-    gpus = detect_gpus()
-    if device.startswith("cuda:"):
-        wanted = int(device.split(":", 1)[1])
-        gpus = [g for g in gpus if g.index == wanted]
-    if not gpus and device != "auto":
-        raise BackendError(f"llm.device is '{cfg.device}' but no such CUDA GPU is visible; "
-                           "set llm.device: cpu (or auto)")
-    if cfg.gpu_max_memory_gib:   # user caps, e.g. {"0": 14, "1": 14} or {"cuda:0": 14}
-        caps = {str(k).removeprefix("cuda:"): v for k, v in cfg.gpu_max_memory_gib.items()}
-        gpus = [GpuInfo(g.name, g.total_gib, min(g.free_gib, caps.get(str(g.index), g.free_gib)), g.index)
-                for g in gpus]
-    return gpus
+def _load_config(cfg: LLMConfig, source: str):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source)
+    except Exception as err:  # noqa: BLE001 - hub/offline/unknown-architecture: one message
+        raise BackendError(f"could not load model '{cfg.model}': it is neither a local model folder nor a "
+                           f"model id found on the Hugging Face hub or in its local cache "
+                           f"({type(err).__name__}: {_short(err)})") from err
+
+
+def _gpu_quantization(cfg: LLMConfig) -> str:
+    return "nf4" if cfg.quantization == "nf4" else "bf16"
+
+
+def model_gib(cfg: LLMConfig, cache_dir: Path) -> float:
+    """The weights' size on a GPU, for the planner: the parameter count from the model's config (no
+    weights are loaded) times the bytes per parameter of `llm.quantization` (bf16 without it)."""
+    if is_shipped(cfg.model):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    source, _ = model_source(cfg, Path(cache_dir))
+    return estimate_model_gib(_count_params(_load_config(cfg, source)) / 1e9, _gpu_quantization(cfg))
 
 
 class _StopOnEvent:
@@ -163,7 +170,8 @@ class _StopOnEvent:
 
 
 class TransformersModel(ChatModel):
-    def __init__(self, cfg: LLMConfig, cache_dir: Path):
+    def __init__(self, cfg: LLMConfig, cache_dir: Path, plan: Plan | None = None):
+        """`plan`: Engines' placement (already logged); None: plan for this model alone and log it."""
         if is_shipped(cfg.model):   # before the hub client is imported: it reads this once
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
@@ -172,32 +180,30 @@ class TransformersModel(ChatModel):
         except ImportError as err:
             raise BackendError("transformers/torch are not installed; run the setup script, or "
                                "--set llm.backend=llamacpp") from err
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         t0 = time.perf_counter()
         self.threads = cfg.n_threads
         torch.set_num_threads(cfg.n_threads)   # deliberate: the default is every core, which fights the embedder
-        gpus = _gpus_for(cfg)
-        if cfg.quantization == "nf4" and not gpus:
+        if plan is None:
+            from rag.config import Config
+
+            plan = plan_engines(Config(llm=cfg), cache_dir)
+            log.info("%s", "\n".join(plan.describe()))
+        self.plan: Plan = plan
+        on_gpu = plan.mode in ("replicas", "split")
+        if cfg.quantization == "nf4" and not on_gpu:
             raise BackendError("llm.quantization nf4 needs a CUDA GPU (bitsandbytes); set llm.quantization: none "
                                "for the CPU, or use llm.backend: llamacpp with a GGUF model")
         self.source, self.converted = model_source(cfg, Path(cache_dir))
-        try:
-            config = AutoConfig.from_pretrained(self.source)
-        except Exception as err:  # noqa: BLE001 - hub/offline/unknown-architecture: one message
-            raise BackendError(f"could not load model '{cfg.model}': it is neither a local model folder nor a "
-                               f"model id found on the Hugging Face hub or in its local cache "
-                               f"({type(err).__name__}: {_short(err)})") from err
-
+        config = _load_config(cfg, self.source)
         n_params = _count_params(config)
-        quant = cfg.quantization if cfg.quantization == "nf4" else ("bf16" if gpus else "fp32")
-        self.plan: Plan = plan_placement(gpus, estimate_model_gib(n_params / 1e9, quant))
-        log.info("chat model %s: %.2f B parameters, %s", cfg.model, n_params / 1e9, quant)
-        for line in self.plan.describe():
-            log.info("%s", line)
+        quant = _gpu_quantization(cfg) if on_gpu else "fp32"
+        log.info("chat model %s: %.2f B parameters, %s (~%.2f GiB)", cfg.model, n_params / 1e9, quant,
+                 estimate_model_gib(n_params / 1e9, quant))
 
         kwargs: dict = {}
-        if gpus:
+        if on_gpu:
             kwargs["dtype"] = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         else:
             kwargs["dtype"] = torch.float32

@@ -124,6 +124,106 @@ def test_profiles_exist_and_cpu_matches_the_default_config():
     assert (seed.llm.backend, seed.llm.model, seed.llm.quantization) == (
         "transformers", "mistralai/Mistral-7B-Instruct-v0.2", "nf4")
     assert seed.embeddings.model == "shipped:all-mpnet-base-v2"
-    assert (seed.asr.model, seed.asr.device, seed.asr.compute_type) == ("shipped:whisper-base", "cuda", "float16")
+    assert (seed.asr.model, seed.asr.device, seed.asr.compute_type) == ("shipped:whisper-base", "auto", "auto")
+    assert (seed.llm.device, seed.embeddings.device) == ("auto", "auto")
     served = load_config(ROOT / "profiles" / "served.yaml")
     assert served.llm.backend == "openai" and served.llm.base_url == "http://127.0.0.1:8000/v1"
+
+
+# -- the same path Engines takes: plan_engines (GPU discovery stubbed) -> apply_plan ----------------
+SEED = ROOT / "profiles" / "seed-2gpu.yaml"
+
+
+@pytest.fixture
+def two_t4(monkeypatch):
+    """A described machine with two 16 GB cards, and Mistral-7B NF4's size (its config is not here)."""
+    import rag.llm_hf
+    import rag.placement
+
+    monkeypatch.setattr(rag.placement, "detect_gpus", lambda: [t4(0), t4(1)])
+    monkeypatch.setattr(rag.llm_hf, "model_gib", lambda cfg, cache_dir: estimate_model_gib(MISTRAL_7B, "nf4"))
+
+
+def seed_engines(tmp_path, *overrides):
+    from rag.engines import Engines
+
+    return Engines(load_config(SEED, list(overrides), str(tmp_path)))
+
+
+def test_seed_profile_on_two_16gb_cards_resolves_auto_devices_from_the_plan(two_t4, tmp_path, caplog):
+    caplog.set_level("INFO", logger="rag.engines")
+    engines = seed_engines(tmp_path)
+    plan = engines.placement
+    assert plan.mode == "replicas" and plan.replicas == ("cuda:0", "cuda:1")
+    placed = engines.placed
+    # the embedder goes where most memory is left (a tie: the lower ordinal); faster-whisper is kept on
+    # the first GPU (CTranslate2 takes "cuda" plus a separate index), in float16 there
+    assert placed.embeddings.device == plan.embedder_device == "cuda:0"
+    assert plan.whisper_device == "cuda:0" and plan.whisper_compute_type == "float16"
+    assert (placed.asr.device, placed.asr.compute_type) == ("cuda", "float16")
+    assert placed.llm == engines.cfg.llm          # the model's placement is the plan itself
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("placement:")]
+    assert len(logged) == 1                       # one block, once
+    assert "2 replica(s)" in logged[0] and "embedder -> cuda:0" in logged[0] and "whisper -> cuda:0 (float16)" in logged[0]
+    assert engines.placement is plan and len([r for r in caplog.records if "placement:" in r.getMessage()]) == 1
+
+
+def test_explicit_pins_are_kept_and_counted_first(two_t4, tmp_path):
+    engines = seed_engines(tmp_path, "embeddings.device=cuda:1", "asr.device=cpu", "asr.compute_type=int8")
+    plan = engines.placement
+    assert (engines.placed.embeddings.device, engines.placed.asr.device, engines.placed.asr.compute_type) == (
+        "cuda:1", "cpu", "int8")
+    left = dict(plan.free_after_gib)
+    assert left["cuda:1"] == pytest.approx(left["cuda:0"] - EMBEDDER_GIB, abs=0.01)
+
+
+def test_a_pin_to_a_missing_gpu_is_a_clear_error(two_t4, tmp_path):
+    with pytest.raises(PlacementError, match="asr.device is 'cuda:2'"):
+        seed_engines(tmp_path, "asr.device=cuda:2").placement
+
+
+def test_auto_on_a_machine_without_cuda_is_the_cpu(monkeypatch, tmp_path):
+    import rag.llm_hf
+    import rag.placement
+
+    monkeypatch.setattr(rag.placement, "detect_gpus", lambda: [])
+    monkeypatch.setattr(rag.llm_hf, "model_gib", lambda *a: pytest.fail("no GPU: the size is not needed"))
+    engines = seed_engines(tmp_path, "llm.quantization=none")
+    assert engines.placement.mode == "cpu" and "CPU only" in engines.placement.describe()[0]
+    placed = engines.placed
+    assert (placed.llm.device, placed.embeddings.device, placed.asr.device, placed.asr.compute_type) == (
+        "cpu", "cpu", "cpu", "int8")
+
+
+def test_an_all_cpu_config_never_looks_for_gpus(monkeypatch, tmp_path):
+    import rag.placement
+
+    monkeypatch.setattr(rag.placement, "detect_gpus", lambda: pytest.fail("nothing asked for a GPU"))
+    cfg = load_config(ROOT / "config.yaml", [], str(tmp_path))
+    plan = rag.placement.plan_engines(cfg, tmp_path)
+    assert plan.mode == "cpu" and rag.placement.apply_plan(cfg, plan) == cfg
+
+
+def test_a_served_model_leaves_the_gpus_to_the_embedder_and_whisper(monkeypatch, tmp_path):
+    import rag.placement
+
+    monkeypatch.setattr(rag.placement, "detect_gpus", lambda: [GpuInfo("RTX 3060", 12.0, 11.5, 0)])
+    cfg = load_config(ROOT / "profiles" / "served.yaml", ["embeddings.device=auto", "asr.device=auto",
+                                                          "asr.compute_type=auto"], str(tmp_path))
+    plan = rag.placement.plan_engines(cfg, tmp_path)
+    assert plan.mode == "server" and plan.replicas == ()
+    assert (plan.embedder_device, plan.whisper_device, plan.whisper_compute_type) == ("cuda:0", "cuda:0", "float16")
+    assert "served by another process" in plan.describe()[0]
+
+
+def test_whisper_gpus_limit_where_auto_puts_whisper():
+    plan = plan_placement([t4(0), t4(1)], 1.0, whisper_gpus=[1])
+    assert plan.whisper_device == "cuda:1"
+    assert plan_placement([t4(0)], 1.0, whisper_gpus=[]).whisper_device == "cpu"
+
+
+def test_a_device_typo_is_a_config_error(tmp_path):
+    from rag.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="embeddings.device"):
+        load_config(SEED, ["embeddings.device=cude"], str(tmp_path))
