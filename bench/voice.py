@@ -28,17 +28,27 @@ def speak_to_wav(text: str, path: Path, words_per_minute: int = 160) -> Path:
     return path
 
 
-def seed_order(eng, text_pipeline, wav: Path) -> dict:
-    from rag.events import Done
+def _transcribe_and_ask(eng, pipeline, wav: Path, speak: bool):
+    """Both orders' shared part: t0 at the end of the recording, transcribe, then run the pipeline to
+    Done. A Failed event raises (a failed question must not pass as a fast or abstained one).
+    Returns (t0, transcription seconds, the transcript, Done or None)."""
+    from rag.events import Done, Failed
     from rag.pipeline import AskOptions
 
     t0 = time.perf_counter()
     transcript = eng.transcriber.transcribe(wav)
     t_asr = time.perf_counter() - t0
     done = None
-    for event in text_pipeline.ask(transcript.text, [], AskOptions(voice=True, speak=False), t0=t0):
+    for event in pipeline.ask(transcript.text, [], AskOptions(voice=True, speak=speak), t0=t0):
         if isinstance(event, Done):
             done = event
+        elif isinstance(event, Failed):
+            raise RuntimeError(f"{wav.name}: {event.message}")
+    return t0, t_asr, transcript, done
+
+
+def seed_order(eng, text_pipeline, wav: Path) -> dict:
+    t0, t_asr, transcript, done = _transcribe_and_ask(eng, text_pipeline, wav, speak=False)
     t_text = time.perf_counter() - t0
     audio = eng.synthesizer.synthesize(done.answer) if done else []
     first_audio = time.perf_counter() - t0 if len(audio) else None
@@ -48,18 +58,7 @@ def seed_order(eng, text_pipeline, wav: Path) -> dict:
 
 
 def our_order(eng, speak_pipeline, wav: Path) -> dict:
-    from rag.events import Done, Failed
-    from rag.pipeline import AskOptions
-
-    t0 = time.perf_counter()
-    transcript = eng.transcriber.transcribe(wav)
-    t_asr = time.perf_counter() - t0
-    done = None
-    for event in speak_pipeline.ask(transcript.text, [], AskOptions(voice=True, speak=True), t0=t0):
-        if isinstance(event, Done):
-            done = event
-        elif isinstance(event, Failed):
-            raise RuntimeError(event.message)
+    _, t_asr, _, done = _transcribe_and_ask(eng, speak_pipeline, wav, speak=True)
     timings = done.timings if done else {}
     return {"asr": t_asr, "first_token": timings.get("first_token_s"), "first_sentence": timings.get("first_sentence_s"),
             "answer_done": timings.get("answer_done_s"), "first_audio": timings.get("first_audio_s"),
