@@ -1,19 +1,33 @@
-"""SQLite catalog of documents and chunks: the source of truth of the index.
+"""The catalog of documents and chunks: the source of truth of the index, behind one interface.
 
 Chunks are keyed by a hash of their text, so a passage that appears in several documents (or in
 two versions of one) is stored and embedded once; `refs` says where each chunk occurs. Every change
 is one transaction that bumps `generation`, which the derived search structures compare against.
+
+Two backends share these semantics: SQLite under the data dir (one machine; this module) and
+PostgreSQL (rag/catalog_pg.py), which app replicas on several machines share. `open_catalog` picks
+one from the config.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from filelock import FileLock, Timeout
+
+from rag.store import _atomic_write
+
+if TYPE_CHECKING:
+    from rag.config import Config
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -61,11 +75,113 @@ class NewChunk:
     start: int
 
 
-class Catalog:
+def new_catalog_id() -> str:
+    return uuid.uuid4().hex
+
+
+class CatalogStore(ABC):
+    """Documents, deduplicated chunks with their vectors, and a meta table, in one database.
+
+    `where` names the database for messages (never a password). `shared` is True when other
+    machines may use the same catalog, so locks and markers must live in it rather than in files.
+    """
+
+    where: str = ""
+    shared: bool = False
+
+    # -- meta -------------------------------------------------------------------------------
+    @abstractmethod
+    def get_meta(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    def generation(self) -> int:
+        return int(self.get_meta("generation") or 0)
+
+    def catalog_id(self) -> str:
+        """A random id made when the catalog was created: tells a derived store which catalog it mirrors."""
+        return self.get_meta("catalog_id") or ""
+
+    def exchange_manifest(self, want: dict, check: Callable[[dict], None]) -> None:
+        """Store `want` as the index manifest after `check(stored)` accepted the stored one (if any);
+        an exception from `check` leaves the stored manifest as it was."""
+        have = self.get_meta("manifest")
+        if have is not None:
+            check(json.loads(have))
+        if have is None or json.loads(have) != want:
+            self.set_meta("manifest", json.dumps(want, sort_keys=True))
+
+    # -- the writer lock ---------------------------------------------------------------------
+    @abstractmethod
+    def writer(self) -> AbstractContextManager[None]:
+        """Hold the lock every writer takes, across processes (and machines, when shared)."""
+
+    @abstractmethod
+    def try_writer(self) -> AbstractContextManager[bool]:
+        """Take the writer lock if it is free right now: yields whether it was taken."""
+
+    # -- documents and chunks ------------------------------------------------------------------
+    @abstractmethod
+    def documents(self, root: str | None = None) -> list[DocumentRow]: ...
+
+    @abstractmethod
+    def document(self, uri: str) -> DocumentRow | None: ...
+
+    @abstractmethod
+    def known_hashes(self, hashes: list[str]) -> set[str]: ...
+
+    @abstractmethod
+    def touch(self, uri: str, mtime_ns: int) -> None: ...
+
+    @abstractmethod
+    def put_document(self, uri: str, source: str, root: str, digest: str, size: int, mtime_ns: int,
+                     chunks: list[NewChunk], vectors: dict[str, np.ndarray]) -> tuple[list[int], list[int]]:
+        """Replace a document's chunks in one transaction. Returns (added chunk ids, orphaned chunk ids)."""
+
+    @abstractmethod
+    def remove_document(self, uri: str) -> list[int]:
+        """Drop a document in one transaction; returns the chunk ids no document references any more."""
+
+    @abstractmethod
+    def all_vectors(self, dimension: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    @abstractmethod
+    def all_texts(self) -> tuple[np.ndarray, list[str]]: ...
+
+    @abstractmethod
+    def chunk_refs(self, ids: list[int]) -> dict[int, ChunkRef]:
+        """Text and first location of each chunk id (a shared chunk shows its first document)."""
+
+    @abstractmethod
+    def chunk_hashes(self, ids: list[int]) -> dict[int, str]: ...
+
+    @abstractmethod
+    def chunk_ids_for_documents(self, doc_ids: list[int]) -> list[int]:
+        """The distinct chunk ids referenced by these documents (a metadata filter's allowed set)."""
+
+    @abstractmethod
+    def counts(self) -> tuple[int, int]: ...
+
+    @abstractmethod
+    def wipe(self) -> None:
+        """Forget every document, chunk and the manifest (`ingest --rebuild`); the generation still grows."""
+
+    def close(self) -> None:
+        """Release connections (the catalog is not used afterwards)."""
+
+
+class SqliteCatalog(CatalogStore):
+    """<data_dir>/index/catalog.sqlite, with manifest.json and a lock file beside it."""
+
     def __init__(self, path: Path):
-        self.path = path
+        self.path = Path(path)
+        self.where = str(self.path.parent)
+        self.manifest_path = self.path.parent / "manifest.json"
+        self._lock = FileLock(str(self.path.parent / "write.lock"))
         with self.connect() as db:
             db.executescript(SCHEMA)
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('catalog_id', ?)", (new_catalog_id(),))
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
@@ -88,8 +204,32 @@ class Catalog:
         with self.connect() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
-    def generation(self) -> int:
-        return int(self.get_meta("generation") or 0)
+    def exchange_manifest(self, want: dict, check: Callable[[dict], None]) -> None:
+        # A file, as before the catalog had a meta manifest: existing data dirs keep working.
+        if self.manifest_path.exists():
+            try:
+                have = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                have = {}
+            check(have if isinstance(have, dict) else {})
+        _atomic_write(self.manifest_path, json.dumps(want, indent=2).encode())
+
+    @contextmanager
+    def writer(self) -> Iterator[None]:
+        with self._lock:
+            yield
+
+    @contextmanager
+    def try_writer(self) -> Iterator[bool]:
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._lock.release()
 
     def documents(self, root: str | None = None) -> list[DocumentRow]:
         query = "SELECT id, uri, source, root, hash, size, mtime_ns, n_chunks FROM documents"
@@ -104,14 +244,17 @@ class Catalog:
                              "WHERE uri=?", (uri,)).fetchone()
         return DocumentRow(*row) if row else None
 
-    def known_hashes(self, hashes: list[str]) -> set[str]:
-        found: set[str] = set()
+    def _in_parts(self, query: str, values: list) -> list[tuple]:
+        """Run `query` (with one `{marks}` IN list) over values in parts of 500 (SQLite's bound-variable limit)."""
+        rows: list[tuple] = []
         with self.connect() as db:
-            for i in range(0, len(hashes), 500):
-                part = hashes[i:i + 500]
-                marks = ",".join("?" * len(part))
-                found.update(r[0] for r in db.execute(f"SELECT hash FROM chunks WHERE hash IN ({marks})", part))
-        return found
+            for i in range(0, len(values), 500):
+                part = values[i:i + 500]
+                rows.extend(db.execute(query.format(marks=",".join("?" * len(part))), part).fetchall())
+        return rows
+
+    def known_hashes(self, hashes: list[str]) -> set[str]:
+        return {r[0] for r in self._in_parts("SELECT hash FROM chunks WHERE hash IN ({marks})", list(hashes))}
 
     def touch(self, uri: str, mtime_ns: int) -> None:
         with self.connect() as db:
@@ -119,7 +262,6 @@ class Catalog:
 
     def put_document(self, uri: str, source: str, root: str, digest: str, size: int, mtime_ns: int,
                      chunks: list[NewChunk], vectors: dict[str, np.ndarray]) -> tuple[list[int], list[int]]:
-        """Replace a document's chunks in one transaction. Returns (added chunk ids, orphaned chunk ids)."""
         added: list[int] = []
         with self.connect() as db:
             db.execute("BEGIN IMMEDIATE")
@@ -202,7 +344,6 @@ class Catalog:
         return np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
 
     def chunk_refs(self, ids: list[int]) -> dict[int, ChunkRef]:
-        """Text and first location of each chunk id (a shared chunk shows its first document)."""
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
@@ -216,19 +357,40 @@ class Catalog:
             out.setdefault(chunk_id, ChunkRef(chunk_id, text, source, location))
         return out
 
+    def chunk_hashes(self, ids: list[int]) -> dict[int, str]:
+        return dict(self._in_parts("SELECT id, hash FROM chunks WHERE id IN ({marks})", [int(i) for i in ids]))
+
     def chunk_ids_for_documents(self, doc_ids: list[int]) -> list[int]:
-        """The distinct chunk ids referenced by these documents (a metadata filter's allowed set)."""
-        found: set[int] = set()
-        with self.connect() as db:
-            for i in range(0, len(doc_ids), 500):
-                part = [int(d) for d in doc_ids[i:i + 500]]
-                marks = ",".join("?" * len(part))
-                found.update(r[0] for r in db.execute(f"SELECT DISTINCT chunk_id FROM refs WHERE doc_id IN ({marks})",
-                                                      part))
-        return sorted(found)
+        rows = self._in_parts("SELECT DISTINCT chunk_id FROM refs WHERE doc_id IN ({marks})", [int(d) for d in doc_ids])
+        return sorted({r[0] for r in rows})
 
     def counts(self) -> tuple[int, int]:
         with self.connect() as db:
             docs = db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
             chunks = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         return docs, chunks
+
+    def wipe(self) -> None:
+        with self.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for table in ("refs", "documents", "chunks"):
+                    db.execute(f"DELETE FROM {table}")
+                self._bump(db)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        self.manifest_path.unlink(missing_ok=True)
+
+
+Catalog = SqliteCatalog   # the name older callers import
+
+
+def open_catalog(cfg: Config, folder: Path) -> CatalogStore:
+    """The configured catalog: SQLite at <folder>/catalog.sqlite, or PostgreSQL at catalog.url / $url_env."""
+    if cfg.catalog.backend == "sqlite":
+        return SqliteCatalog(Path(folder) / "catalog.sqlite")
+    from rag.catalog_pg import open_postgres_catalog   # psycopg is imported only when chosen
+
+    return open_postgres_catalog(cfg.catalog)

@@ -153,6 +153,15 @@ class HistoryConfig(_Section):
     pool_size: int = Field(4, ge=1)      # connections per app process
 
 
+class CatalogConfig(_Section):
+    # The document catalog (chunk texts, vectors, manifest): the index's source of truth.
+    backend: Literal["sqlite", "postgres"] = "sqlite"   # sqlite: <data_dir>/index/catalog.sqlite
+    url: str | None = None               # postgresql://USER:PASSWORD@HOST:5432/DATABASE
+    url_env: str = "RAG_CATALOG_URL"     # read when `url` is not set, so passwords stay out of files
+    timeout_s: float = Field(5, gt=0)    # to connect, or to wait for a pooled connection
+    pool_size: int = Field(4, ge=1)      # connections per app process
+
+
 class Config(_Section):
     data_dir: str = "data"
     documents: DocumentsConfig = DocumentsConfig()
@@ -167,6 +176,7 @@ class Config(_Section):
     tts: TTSConfig = TTSConfig()
     server: ServerConfig = ServerConfig()
     history: HistoryConfig = HistoryConfig()
+    catalog: CatalogConfig = CatalogConfig()
 
     @property
     def data_path(self) -> Path:

@@ -1,12 +1,13 @@
-"""The document index: SQLite catalog + vector store + BM25, kept in step by generation number.
+"""The document index: catalog + vector store + BM25, kept in step by generation number.
 
-Layout under `<data_dir>/index/`: catalog.sqlite (truth), vectors.faiss (+ its generation),
-manifest.json (embedding model, dimension, chunking). Writers take a file lock, so two ingests
-never interleave; readers notice another process's writes by the catalog generation.
+The catalog (rag/catalog.py) is the truth: SQLite under `<data_dir>/index/` (catalog.sqlite,
+manifest.json, write.lock) or PostgreSQL shared by replicas (manifest in its meta table, the write
+lock an advisory lock). The vector store (vectors.faiss + its generation, or Qdrant) and BM25 are
+derived from it. Writers take the catalog's write lock, so two ingests never interleave; readers
+notice another process's (or machine's) writes by the catalog generation.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -15,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
 
-from rag.catalog import Catalog, ChunkRef
+from rag.catalog import CatalogStore, ChunkRef, open_catalog
 from rag.config import Config
 from rag.embeddings import Embedder
 from rag.errors import IndexMismatchError
-from rag.store import VectorStore, _atomic_write, open_vector_store
+from rag.store import VectorStore, open_vector_store
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)   # it logs every index build at DEBUG
@@ -64,13 +64,13 @@ class DocumentIndex:
         self.embedder = embedder
         self.folder = cfg.data_path / "index"
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.write_lock = FileLock(str(self.folder / "write.lock"))
         self._lock = threading.RLock()
         self._writers = 0   # in-process ingests running: their changes reach memory through apply()
+        self.catalog: CatalogStore = open_catalog(cfg, self.folder)
         self._check_manifest()
-        self.catalog = Catalog(self.folder / "catalog.sqlite")
-        self.store: VectorStore = open_vector_store(cfg.vector_store, embedder.dimension, self.folder)
+        self.store: VectorStore = self._open_store()
         self.generation = -1
+        self._store_current = False   # False: the vector store may lag the catalog (another writer was busy)
         self.lexical = LexicalIndex(np.zeros(0, dtype=np.int64), [])
         self.refresh()
 
@@ -81,49 +81,82 @@ class DocumentIndex:
                 "overlap_tokens": self.cfg.chunking.overlap_tokens}
 
     def _check_manifest(self) -> None:
-        path = self.folder / "manifest.json"
         want = self.manifest()
-        if path.exists():
-            try:
-                have = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                have = {}
+        shared = self.catalog.shared
+        where = f"the catalog in PostgreSQL at {self.catalog.where}" if shared else f"the index in {self.folder}"
+        other = "or use another catalog database" if shared else "or use another --data-dir"
+
+        def check(have: dict) -> None:
             if (have.get("embedding_model"), have.get("dimension")) != (want["embedding_model"], want["dimension"]):
                 raise IndexMismatchError(
-                    f"the index in {self.folder} was built with embedding model '{have.get('embedding_model')}' "
+                    f"{where} was built with embedding model '{have.get('embedding_model')}' "
                     f"({have.get('dimension')}-d) but the config uses '{want['embedding_model']}' "
                     f"({want['dimension']}-d); rebuild it with: python app.py --data-dir {self.cfg.data_dir} "
-                    "ingest --rebuild PATH (or use another --data-dir)")
+                    f"ingest --rebuild PATH ({other})")
             if (have.get("chunk_tokens"), have.get("overlap_tokens")) != (want["chunk_tokens"], want["overlap_tokens"]):
                 log.warning("index was chunked with %s/%s tokens, config says %s/%s: changed files get the new "
                             "size; run `ingest --rebuild` to re-chunk everything", have.get("chunk_tokens"),
                             have.get("overlap_tokens"), want["chunk_tokens"], want["overlap_tokens"])
-        _atomic_write(path, json.dumps(want, indent=2).encode())
+
+        self.catalog.exchange_manifest(want, check)
+
+    def _open_store(self) -> VectorStore:
+        if self.cfg.vector_store.backend == "qdrant":
+            from rag.store_qdrant import QdrantStore   # optional dependency: imported only when chosen
+
+            # The catalog's id goes into Qdrant's generation marker, so a marker left by another catalog
+            # (a wiped SQLite one that counts from 0 again) is never taken for this one's.
+            return QdrantStore(self.cfg.vector_store, self.embedder.dimension, self.folder,
+                               catalog_id=self.catalog.catalog_id())
+        return open_vector_store(self.cfg.vector_store, self.embedder.dimension, self.folder)
 
     # -- keeping derived structures in step ---------------------------------------------------
-    def refresh(self) -> None:
-        """Bring the vector store and BM25 up to the catalog's generation (another process may have written)."""
+    def refresh(self, locked: bool = False) -> None:
+        """Bring the vector store and BM25 up to the catalog's generation (another process may have written).
+        `locked`: this process holds the catalog's write lock."""
         generation = self.catalog.generation()
         with self._lock:
             # While this process ingests, the catalog runs ahead of memory by design (apply() follows each
             # commit); rebuilding then would add the same chunk twice.
-            if generation == self.generation or self._writers:
+            if (generation == self.generation and self._store_current) or self._writers:
                 return
-            if self.store.saved_generation() != generation or self.store.needs_rebuild():
-                log.info("rebuilding vector index from the catalog (generation %s)", generation)
-                ids, vecs = self.catalog.all_vectors(self.embedder.dimension)
-                self.store.rebuild(ids, vecs)
-            elif self.generation >= 0 and not self.store.live:
+            self._store_current = self._sync_store(generation, locked)
+            if generation != self.generation:
+                ids, texts = self.catalog.all_texts()
+                self.lexical = LexicalIndex(ids, texts)
+                self.generation = generation
+
+    def _sync_store(self, generation: int, locked: bool) -> bool:
+        """Rebuild the vector store from the catalog if it is behind; False if that must wait for a writer."""
+        if self.store.saved_generation() == generation and not self.store.needs_rebuild():
+            if self.generation >= 0 and not self.store.live:   # another process saved this generation's file
                 self.store = open_vector_store(self.cfg.vector_store, self.embedder.dimension, self.folder)
-            ids, texts = self.catalog.all_texts()
-            self.lexical = LexicalIndex(ids, texts)
-            self.generation = generation
+            return True
+        if not getattr(self.store, "shared", False) or locked:
+            self._rebuild_store(generation)
+            return True
+        # A store the replicas share (a Qdrant server) is rebuilt only under the write lock: a writer on
+        # another machine is filling it right now if the lock is taken, and saves its generation when done.
+        with self.catalog.try_writer() as got:
+            if not got:
+                log.info("vector store is behind the catalog while another replica writes; searching it as it is")
+                return False
+            generation = self.catalog.generation()
+            if self.store.saved_generation() != generation or self.store.needs_rebuild():
+                self._rebuild_store(generation)
+        return True
+
+    def _rebuild_store(self, generation: int) -> None:
+        log.info("rebuilding vector index from the catalog (generation %s)", generation)
+        ids, vecs = self.catalog.all_vectors(self.embedder.dimension)   # read after the generation: never older
+        self.store.rebuild(ids, vecs)
+        self.store.save(generation)    # a restart (or another replica, for a shared store) need not rebuild
 
     @contextmanager
     def writing(self) -> Iterator[None]:
-        """Hold the cross-process write lock for an ingest, with memory brought up to date first."""
-        with self.write_lock:
-            self.refresh()
+        """Hold the catalog's write lock for an ingest, with memory brought up to date first."""
+        with self.catalog.writer():
+            self.refresh(locked=True)
             with self._lock:
                 self._writers += 1
             try:
@@ -149,6 +182,7 @@ class DocumentIndex:
             ids, texts = self.catalog.all_texts()
             self.lexical = LexicalIndex(ids, texts)
             self.generation = generation
+            self._store_current = True
 
     # -- search ---------------------------------------------------------------------------------
     def dense(self, vector: np.ndarray, k: int) -> list[Scored]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from rag.catalog import NewChunk
+from rag.catalog import NewChunk, open_catalog
 from rag.chunking import chunk_sections, make_splitter
 from rag.config import Config
 from rag.errors import SourceError, UserInputError
@@ -189,9 +189,7 @@ class Ingestor:
         added, orphans = self.index.catalog.put_document(uri, source, root, digest, size, mtime_ns,
                                                          new_chunks, by_hash)
         if added:
-            with self.index.catalog.connect() as db:   # added ids map to hashes in insertion order
-                marks = ",".join("?" * len(added))
-                hashes = dict(db.execute(f"SELECT id, hash FROM chunks WHERE id IN ({marks})", added).fetchall())
+            hashes = self.index.catalog.chunk_hashes(added)   # the vectors of the added ids, in their order
             vecs = np.stack([by_hash[hashes[i]] for i in added])
         else:
             vecs = np.zeros((0, self.index.embedder.dimension), np.float32)
@@ -212,5 +210,17 @@ class Ingestor:
 
 
 def wipe_index(cfg: Config) -> None:
-    """For `ingest --rebuild`: drop the index folder so it is built fresh with the current settings."""
-    shutil.rmtree(cfg.data_path / "index", ignore_errors=True)
+    """For `ingest --rebuild`: drop the index so it is built fresh with the current settings.
+
+    SQLite: the index folder goes. PostgreSQL: every replica's catalog is emptied (under the write lock,
+    so no ingest is cut in two), and this replica's local caches go; the others rebuild theirs when they
+    see the new generation."""
+    folder = cfg.data_path / "index"
+    if cfg.catalog.backend != "sqlite":
+        catalog = open_catalog(cfg, folder)
+        try:
+            with catalog.writer():
+                catalog.wipe()
+        finally:
+            catalog.close()
+    shutil.rmtree(folder, ignore_errors=True)

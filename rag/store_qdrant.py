@@ -1,9 +1,14 @@
 """Qdrant vector store: a server (`vector_store.qdrant_url`) or the client's embedded local mode
 (a folder under the data dir) for tests and small setups.
 
-Like FAISS it is derived from the SQLite catalog, which holds every vector: switching a data dir from
+Like FAISS it is derived from the catalog, which holds every vector: switching a data dir from
 FAISS to Qdrant copies the catalog's vectors into Qdrant on first open, without re-embedding.
 Local mode locks its folder, so only one process may open it at a time; use a server for several.
+
+The catalog generation the points reflect is kept in Qdrant itself (one point in a side collection,
+`<collection>-generation`, with the catalog's id), not in a local file: replicas sharing a server and
+a PostgreSQL catalog all read the same marker, so none thinks the store stale forever or rebuilds it
+at every start, and a wiped server has no marker left to trust.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import numpy as np
 
 from rag.config import VectorStoreConfig
 from rag.errors import BackendError
-from rag.store import VectorStore, _atomic_write
+from rag.store import VectorStore
 
 log = logging.getLogger(__name__)
 BATCH = 512
@@ -23,7 +28,8 @@ BATCH = 512
 
 class QdrantStore(VectorStore):
     live = True
-    def __init__(self, cfg: VectorStoreConfig, dimension: int, folder: Path):
+
+    def __init__(self, cfg: VectorStoreConfig, dimension: int, folder: Path, catalog_id: str = ""):
         try:
             from qdrant_client import QdrantClient, models
         except ImportError as err:
@@ -31,7 +37,9 @@ class QdrantStore(VectorStore):
         self.models = models
         self.dimension = dimension
         self.collection = cfg.qdrant_collection
-        self.generation_path = folder / f"qdrant-{self.collection}.generation"
+        self.marker = f"{self.collection}-generation"
+        self.catalog_id = catalog_id
+        self.shared = bool(cfg.qdrant_url)   # other replicas write the same points: rebuild only under the lock
         try:
             if cfg.qdrant_url:
                 self.client = QdrantClient(url=cfg.qdrant_url, api_key=os.environ.get(cfg.qdrant_api_key_env),
@@ -78,10 +86,19 @@ class QdrantStore(VectorStore):
         return int(self.client.count(self.collection, exact=True).count)
 
     def save(self, generation: int) -> None:
-        _atomic_write(self.generation_path, str(generation).encode())   # Qdrant persists points itself
+        # Qdrant persists the points itself; only the generation they reflect is recorded here.
+        models = self.models
+        if not self.client.collection_exists(self.marker):
+            self.client.create_collection(self.marker, vectors_config=models.VectorParams(
+                size=1, distance=models.Distance.DOT))
+        self.client.upsert(self.marker, points=[models.PointStruct(
+            id=0, vector=[1.0], payload={"generation": int(generation), "catalog": self.catalog_id})])
 
     def saved_generation(self) -> int | None:
-        try:
-            return int(self.generation_path.read_text())
-        except (OSError, ValueError):
+        if not self.client.collection_exists(self.marker):
             return None
+        points = self.client.retrieve(self.marker, ids=[0], with_payload=True, with_vectors=False)
+        payload = (points[0].payload or {}) if points else {}
+        if payload.get("catalog") != self.catalog_id or not isinstance(payload.get("generation"), int):
+            return None     # another catalog's marker (or none): the points cannot be trusted
+        return payload["generation"]

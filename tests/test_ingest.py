@@ -1,13 +1,20 @@
-"""Incremental ingest, formats, bad documents, restart, crash recovery, index mismatch."""
+"""Incremental ingest, formats, bad documents, restart, crash recovery, index mismatch.
+
+The catalog's behaviours run on both backends: SQLite under the data dir, and PostgreSQL (a real
+server, tests/pg_server.py; one new database per test).
+"""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
+import uuid
 
 import pytest
 from conftest import engines_like
 from doc_helpers import write_docx, write_encrypted_pdf, write_pdf
+from pg_server import close_pg_catalogs, pg_server  # noqa: F401 - fixtures; the server starts only for postgres
 
 from rag.errors import IndexMismatchError
 
@@ -21,23 +28,38 @@ def folder(tmp_path):
     return docs
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def catalog(request):
+    """Config overrides that put the catalog in SQLite (none) or in a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return ()
+    url = request.getfixturevalue("pg_server").create_database("ingest_" + uuid.uuid4().hex[:12])
+    request.getfixturevalue("close_pg_catalogs")
+    return ("catalog.backend=postgres", f"catalog.url={url}")
+
+
 def _sources(engines, question):
     _, hits = engines.pipeline().search(question, k=3)
     return [h.source for h in hits], " ".join(h.text for h in hits)
 
 
-def test_incremental_touch_change_delete(base_engines, folder, tmp_path):
-    engines = engines_like(base_engines, tmp_path / "data")
+def test_incremental_touch_change_delete(base_engines, folder, tmp_path, catalog):
+    engines = engines_like(base_engines, tmp_path / "data", *catalog)
     first = engines.ingestor.ingest([str(folder)], progress=False)
     assert (first.added, first.unchanged, first.removed) == (2, 0, 0) and not first.errors
+    generation = engines.index.catalog.generation()
+    assert generation == 2                                                         # one bump per document
+    assert (tmp_path / "data" / "index" / "catalog.sqlite").exists() == (not catalog)
 
     os.utime(folder / "ferry.txt", (time.time() + 5, time.time() + 5))           # touched, same content
     touched = engines.ingestor.ingest([str(folder)], progress=False)
     assert (touched.added, touched.updated, touched.unchanged) == (0, 0, 2)
+    assert engines.index.catalog.generation() == generation                       # nothing changed
 
     (folder / "ferry.txt").write_text("The Lindholm ferry leaves every twenty minutes from pier nine.\n")
     changed = engines.ingestor.ingest([str(folder)], progress=False)
     assert (changed.updated, changed.unchanged) == (1, 1)
+    assert engines.index.catalog.generation() == generation + 1
     sources, text = _sources(engines, "How often does the Lindholm ferry leave?")
     assert "twenty minutes" in text and "forty minutes" not in text
 
@@ -49,9 +71,9 @@ def test_incremental_touch_change_delete(base_engines, folder, tmp_path):
     assert engines.index.catalog.counts()[0] == 1
 
 
-def test_duplicate_chunks_are_stored_once(base_engines, folder, tmp_path):
+def test_duplicate_chunks_are_stored_once(base_engines, folder, tmp_path, catalog):
     shutil.copy(folder / "orchard.md", folder / "orchard-copy.md")
-    engines = engines_like(base_engines, tmp_path / "data")
+    engines = engines_like(base_engines, tmp_path / "data", *catalog)
     report = engines.ingestor.ingest([str(folder)], progress=False)
     assert report.added == 3 and report.embedded == report.chunks - 1
     docs, chunks = engines.index.catalog.counts()
@@ -100,13 +122,20 @@ def test_restart_reload_and_crash_recovery(base_engines, folder, tmp_path):
     assert _sources(recovered, "apple trees") == before
 
 
-def test_other_embedding_model_is_a_clear_error(base_engines, folder, tmp_path):
+def test_other_embedding_model_is_a_clear_error(base_engines, folder, tmp_path, catalog):
     data = tmp_path / "data"
-    engines_like(base_engines, data).ingestor.ingest([str(folder)], progress=False)
-    manifest = data / "index" / "manifest.json"
-    manifest.write_text(manifest.read_text().replace("all-MiniLM-L6-v2", "all-mpnet-base-v2"))
-    with pytest.raises(IndexMismatchError, match="rebuild"):
-        engines_like(base_engines, data).index
+    first = engines_like(base_engines, data, *catalog)
+    first.ingestor.ingest([str(folder)], progress=False)
+    if catalog:      # PostgreSQL keeps the manifest in its meta table, shared by every replica
+        stored = json.loads(first.index.catalog.get_meta("manifest"))
+        first.index.catalog.set_meta("manifest", json.dumps({**stored, "embedding_model": "all-mpnet-base-v2"}))
+        assert not (data / "index" / "manifest.json").exists()
+    else:
+        manifest = data / "index" / "manifest.json"
+        manifest.write_text(manifest.read_text().replace("all-MiniLM-L6-v2", "all-mpnet-base-v2"))
+    with pytest.raises(IndexMismatchError, match="rebuild") as err:
+        engines_like(base_engines, tmp_path / "other-replica" if catalog else data, *catalog).index
+    assert "all-mpnet-base-v2" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_folder_scan_does_not_follow_symlinks(base_engines, folder, tmp_path):
