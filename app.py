@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("-k", type=int, help="passages to retrieve")
         s.add_argument("--history", help="JSON file with [{\"role\": ..., \"content\": ...}] messages")
         s.add_argument("--json", action="store_true")
+        s.add_argument("--source", action="append", default=[], metavar="PATTERN",
+                       help="only these documents: a source, a folder, or a glob like 'manuals/*.pdf' "
+                            "(repeatable; see ingest --list)")
         if name == "ask":
             s.add_argument("--speak", metavar="OUT.wav", help="also speak the answer into this WAV file")
             s.add_argument("--voice", action="store_true", help="answer in a style made to be heard")
@@ -135,8 +138,8 @@ def cmd_ingest(engines, args) -> int:
     return 1 if report.errors else 0
 
 
-def _search_json(engines, question, history, k) -> dict:
-    standalone, hits = engines.pipeline().search(question, history, k)
+def _search_json(engines, question, history, args) -> dict:
+    standalone, hits = engines.pipeline().search(question, history, args.k, sources=tuple(args.source))
     return {"question": question, "standalone_question": standalone, "hits": [h.as_json() for h in hits]}
 
 
@@ -165,11 +168,11 @@ def cmd_search(engines, args) -> int:
             try:
                 if question is None:
                     raise UserInputError(f"input line is not valid JSON: {history[:80]}")
-                _emit(_search_json(engines, question, history, args.k))
+                _emit(_search_json(engines, question, history, args))
             except RagError as err:
                 _emit({"question": question, "error": one_line(err)})
         return 0
-    result = _search_json(engines, args.question, history, args.k)
+    result = _search_json(engines, args.question, history, args)
     if args.json:
         _emit(result)
     else:
@@ -192,7 +195,8 @@ def _ask_once(engines, question, history, args, stream_text: bool) -> dict:
         transcript = engines.transcriber.transcribe(args.audio)
         question = transcript.text
     speak = bool(getattr(args, "speak", None))
-    options = AskOptions(k=args.k, voice=getattr(args, "voice", False) or transcript is not None, speak=speak)
+    options = AskOptions(k=args.k, voice=getattr(args, "voice", False) or transcript is not None, speak=speak,
+                         sources=tuple(args.source))
     audio, done = [], None
     for event in engines.pipeline(speak=speak).ask(question, history, options, t0=t0):
         if isinstance(event, TextDelta) and stream_text:

@@ -8,9 +8,10 @@ notice another process's (or machine's) writes by the catalog generation.
 """
 from __future__ import annotations
 
+import fnmatch
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,20 @@ import numpy as np
 from rag.catalog import CatalogStore, ChunkRef, open_catalog
 from rag.config import Config
 from rag.embeddings import Embedder
-from rag.errors import IndexMismatchError
+from rag.errors import IndexMismatchError, UserInputError
 from rag.store import VectorStore, open_vector_store
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)   # it logs every index build at DEBUG
 FORMAT_VERSION = 1
+
+
+def source_matches(source: str, pattern: str) -> bool:
+    """A filter pattern is a glob on the document's source (`manuals/*.pdf`, `*harbor*`), the exact
+    source, or a folder prefix (`manuals` matches everything under manuals/)."""
+    pattern = pattern.strip().rstrip("/")
+    return bool(pattern) and (source == pattern or source.startswith(pattern + "/")
+                              or fnmatch.fnmatchcase(source, pattern))
 
 
 @dataclass(frozen=True)
@@ -48,13 +57,19 @@ class LexicalIndex:
             self.model = bm25s.BM25()
             self.model.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
 
-    def search(self, query: str, k: int) -> list[Scored]:
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[Scored]:
         if self.model is None:
             return []
         tokens = self.bm25s.tokenize([query], stopwords="en", show_progress=False)
         if not tokens.ids or not len(tokens.ids[0]):
             return []
-        rows, scores = self.model.retrieve(tokens, k=min(k, len(self.ids)), show_progress=False, n_threads=1)
+        mask = None
+        if allowed is not None:   # a metadata filter: excluded chunks score 0 and are dropped below
+            mask = np.isin(self.ids, allowed).astype(np.float32)
+            if not mask.any():
+                return []
+        rows, scores = self.model.retrieve(tokens, k=min(k, len(self.ids)), show_progress=False, n_threads=1,
+                                           weight_mask=mask)
         return [Scored(int(self.ids[r]), float(s)) for r, s in zip(rows[0], scores[0]) if s > 0]
 
 
@@ -185,15 +200,24 @@ class DocumentIndex:
             self._store_current = True
 
     # -- search ---------------------------------------------------------------------------------
-    def dense(self, vector: np.ndarray, k: int) -> list[Scored]:
+    def dense(self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[Scored]:
         with self._lock:
-            ids, scores = self.store.search(vector, k)
+            ids, scores = self.store.search(vector, k, allowed)
         return [Scored(int(i), float(s)) for i, s in zip(ids, scores)]
 
-    def lexical_search(self, query: str, k: int) -> list[Scored]:
+    def lexical_search(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[Scored]:
         with self._lock:
             lexical = self.lexical
-        return lexical.search(query, k)
+        return lexical.search(query, k, allowed)
+
+    def chunks_of_sources(self, patterns: Sequence[str]) -> np.ndarray:
+        """Chunk ids of the documents whose source matches any pattern (see `source_matches`).
+        No match is an error that lists what there is, rather than an empty answer."""
+        docs = [d for d in self.catalog.documents() if any(source_matches(d.source, p) for p in patterns)]
+        if not docs:
+            known = ", ".join(d.source for d in self.catalog.documents()[:8]) or "none; ingest some first"
+            raise UserInputError(f"no document matches {', '.join(repr(p) for p in patterns)} (documents: {known})")
+        return np.array(sorted(self.catalog.chunk_ids_for_documents([d.id for d in docs])), dtype=np.int64)
 
     def refs(self, ids: list[int]) -> dict[int, ChunkRef]:
         return self.catalog.chunk_refs(ids)

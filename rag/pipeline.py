@@ -33,6 +33,7 @@ class AskOptions:
     voice: bool = False        # the question came by voice: answer in a style made to be heard
     speak: bool = False        # synthesize the answer sentence by sentence while it is written
     rewrite: bool | None = None
+    sources: tuple[str, ...] = ()   # metadata filter: only these documents (globs, sources, folders)
 
 
 def clean_history(history: Sequence[Message] | None, limit: int) -> list[Message]:
@@ -115,11 +116,11 @@ class Pipeline:
         return queries
 
     def search(self, question: str, history: Sequence[Message] | None = None, k: int | None = None,
-               rewrite: bool | None = None) -> tuple[str, list[Hit]]:
+               rewrite: bool | None = None, sources: Sequence[str] = ()) -> tuple[str, list[Hit]]:
         question = self.check_question(question)
         hist = clean_history(history, self.cfg.memory.max_messages)
         standalone = self.standalone(question, hist, self.cfg.memory.rewrite if rewrite is None else rewrite)
-        return standalone, self.retriever.search(self.queries(question, standalone, hist), k)
+        return standalone, self.retriever.search(self.queries(question, standalone, hist), k, sources)
 
     def should_abstain(self, hits: list[Hit]) -> bool:
         return not hits or max(h.dense_score for h in hits) < self.cfg.retrieval.abstain_below
@@ -136,7 +137,7 @@ class Pipeline:
         speaker = _Speaker(self.synthesizer, mark, self.cfg.tts.max_sentence_chars) if options.speak and self.synthesizer else None
         try:
             hist = clean_history(history, self.cfg.memory.max_messages)
-            standalone, hits = self.search(question, hist, options.k, options.rewrite)
+            standalone, hits = self.search(question, hist, options.k, options.rewrite, options.sources)
             mark("retrieve_s")
             abstain = self.should_abstain(hits)
             chosen = hits[: self.cfg.prompt.max_sources or len(hits)]

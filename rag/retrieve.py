@@ -6,6 +6,7 @@ recent user turns) each contribute their ranked lists.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rag.config import RetrievalConfig
@@ -25,9 +26,12 @@ class Retriever:
         self.index = index
         self.cfg = cfg
 
-    def search(self, queries: list[Query], k: int | None = None) -> list[Hit]:
+    def search(self, queries: list[Query], k: int | None = None, sources: Sequence[str] = ()) -> list[Hit]:
+        """`sources`: only search documents whose source matches one of these patterns (globs,
+        exact sources or folder prefixes; see rag.index.source_matches)."""
         k = k or self.cfg.k
         self.index.refresh()       # pick up another process's ingest
+        allowed = self.index.chunks_of_sources(sources) if sources else None
         queries = [q for q in queries if q.text.strip()]
         if not queries:
             return []
@@ -35,11 +39,11 @@ class Retriever:
         fused: dict[int, float] = {}
         best_dense: dict[int, float] = {}
         for query, vector in zip(queries, vectors):
-            lists = [self.index.dense(vector, self.cfg.candidates)]
+            lists = [self.index.dense(vector, self.cfg.candidates, allowed)]
             for hit in lists[0]:
                 best_dense[hit.chunk_id] = max(best_dense.get(hit.chunk_id, -1.0), hit.score)
             if self.cfg.lexical and query.lexical:
-                lists.append(self.index.lexical_search(query.text, self.cfg.candidates))
+                lists.append(self.index.lexical_search(query.text, self.cfg.candidates, allowed))
             for ranked in lists:
                 for rank, hit in enumerate(ranked):
                     fused[hit.chunk_id] = fused.get(hit.chunk_id, 0.0) + query.weight / (self.cfg.rrf_k + rank + 1)

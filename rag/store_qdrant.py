@@ -76,9 +76,15 @@ class QdrantStore(VectorStore):
         self._create()
         self.add(ids, vectors)
 
-    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if allowed is not None and not len(allowed):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        # Chunks are shared between documents (dedup by text), so the catalog resolves a filter to chunk
+        # ids and Qdrant filters by id rather than by a per-point source payload.
+        query_filter = None if allowed is None else self.models.Filter(
+            must=[self.models.HasIdCondition(has_id=[int(i) for i in allowed])])
         points = self.client.query_points(self.collection, query=np.asarray(vector, np.float32).ravel().tolist(),
-                                          limit=k).points
+                                          query_filter=query_filter, limit=k).points
         return (np.array([int(p.id) for p in points], dtype=np.int64),
                 np.array([p.score for p in points], dtype=np.float32))
 

@@ -239,3 +239,20 @@ def test_a_silent_recording_gives_a_plain_warning(browser, web_server, tmp_path)
     # Nothing half-done stays in the chat (the "Transcribing…" line goes away).
     page.wait_for_function("document.querySelectorAll('#rag-chat .message').length === 0", timeout=10_000)
     page.context.close()
+
+
+def test_search_in_narrows_a_question_to_the_chosen_documents(browser, web_server):
+    page = open_page(browser, web_server.url)
+    page.click("#rag-search-in input")
+    page.keyboard.type("harbor")
+    page.get_by_role("option", name="harbor-library.md").click()
+    page.keyboard.press("Escape")
+    question = "How often should I oil my bicycle chain?"
+    mark = ask(page, web_server, question)
+    answer = wait_for_answer(page, web_server, question, mark)
+    assert "could not find" in answer, answer           # the bicycle guide is outside the chosen documents
+    assert "bicycle-care.txt" not in sources_text(page)
+    page.locator("#rag-search-in").get_by_role("button", name=re.compile("remove|clear", re.I)).first.click()
+    mark = ask(page, web_server, question)
+    wait_for_answer(page, web_server, question, mark)
+    page.wait_for_function("document.querySelector('#rag-sources').innerText.includes('bicycle-care.txt')")

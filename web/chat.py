@@ -135,7 +135,7 @@ class ChatHandlers:
             return self.engines.synthesizer
 
     def _answer(self, question: str, session: str, chat: list, speak: bool, k, voice: bool,
-                t0: float | None = None, voice_choice=None, rate=None) -> Iterator[tuple]:
+                t0: float | None = None, voice_choice=None, rate=None, search_in=None) -> Iterator[tuple]:
         """Yield (chat, sources html, audio chunk, question box, session) while the answer streams."""
         skip = gr.skip()
         speak = bool(speak) and self.tts_enabled
@@ -144,7 +144,8 @@ class ChatHandlers:
                                    {"role": "assistant", "content": SEARCHING}]
         yield chat, SOURCES_SEARCHING, skip, "", session
         cancel = threading.Event()
-        options = AskOptions(k=int(k) if k else None, voice=voice, speak=speak)
+        options = AskOptions(k=int(k) if k else None, voice=voice, speak=speak,
+                             sources=tuple(str(x) for x in search_in or ()))
         # Timings count from the end of speech for a spoken question (t0 taken before transcription).
         synthesizer = self.synthesizer(voice_choice, rate) if speak else None
         events = self.engines.pipeline(speak=speak, synthesizer=synthesizer).ask(question, history, options,
@@ -184,7 +185,7 @@ class ChatHandlers:
             cancel.set()
             events.close()
 
-    def ask_text(self, question, chat, session, speak, k, voice_choice=None, rate=None):
+    def ask_text(self, question, chat, session, speak, k, voice_choice=None, rate=None, search_in=None):
         """Typed question (Enter or the Ask button)."""
         session = self.session_of(session)
         question = " ".join(str(question or "").split())
@@ -193,9 +194,9 @@ class ChatHandlers:
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
             return
         yield from self._answer(question, session, chat, speak, k, voice=False, voice_choice=voice_choice,
-                                rate=rate)
+                                rate=rate, search_in=search_in)
 
-    def ask_voice(self, audio_path, chat, session, speak, k, voice_choice=None, rate=None):
+    def ask_voice(self, audio_path, chat, session, speak, k, voice_choice=None, rate=None, search_in=None):
         """Recorded or uploaded question: transcribe, show the transcript as the user's message, answer."""
         session = self.session_of(session)
         skip = gr.skip()
@@ -224,7 +225,7 @@ class ChatHandlers:
                  time.perf_counter() - t0, transcript.text)
         first = True
         for state in self._answer(transcript.text, session, chat, speak, k, voice=True, t0=t0,
-                                  voice_choice=voice_choice, rate=rate):
+                                  voice_choice=voice_choice, rate=rate, search_in=search_in):
             yield (*state, None if first else skip)
             first = False
 

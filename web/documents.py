@@ -53,10 +53,11 @@ class DocumentHandlers:
         return self.engines.index.catalog.documents()
 
     def listing(self):
-        """(table rows, remove dropdown) for the current index."""
+        """(table rows, remove dropdown, chat's "Search in" filter) for the current index."""
         docs = self._docs()
         return (documents_rows(docs, self.folder, self.uploads),
-                gr.update(choices=documents_choices(docs), value=None))
+                gr.update(choices=documents_choices(docs), value=None),
+                gr.update(choices=sorted({d.source for d in docs})))
 
     def _chunks(self, uri: str) -> int | None:
         row = self.engines.index.catalog.document(uri)

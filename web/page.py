@@ -103,6 +103,9 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
                                                   placeholder="Type a question and press Enter…",
                                                   elem_id="rag-question", autofocus=True)
                             ask = gr.Button("Ask", variant="primary", scale=1, min_width=90, elem_id="rag-ask")
+                        search_in = gr.Dropdown(label="Search in", choices=[], multiselect=True,
+                                                info="Only these documents; leave empty to search all of them.",
+                                                elem_id="rag-search-in")
                         with gr.Row(equal_height=False):
                             mic = gr.Audio(sources=["microphone", "upload"], type="filepath", scale=3,
                                            label="Ask by voice: Record, then Stop"
@@ -163,10 +166,10 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
                        api_visibility="private", show_progress="minimal")
         doc_kw = dict(concurrency_id="ingest", concurrency_limit=1, api_visibility="private")
         answer_out = [chatbot, sources, spoken, question, session]
-        ask_in = [question, chatbot, session, speak, top_k, voice_choice, rate]
+        ask_in = [question, chatbot, session, speak, top_k, voice_choice, rate, search_in]
         question.submit(chat.ask_text, ask_in, answer_out, show_progress_on=[chatbot], **chat_kw)
         ask.click(chat.ask_text, ask_in, answer_out, show_progress_on=[chatbot], **chat_kw)
-        voice_in = [mic, chatbot, session, speak, top_k, voice_choice, rate]
+        voice_in = [mic, chatbot, session, speak, top_k, voice_choice, rate, search_in]
         mic.stop_recording(chat.ask_voice, voice_in, answer_out + [mic], show_progress_on=[chatbot], **chat_kw)
         mic.upload(chat.ask_voice, voice_in, answer_out + [mic], show_progress_on=[chatbot], **chat_kw)
         for clearing in (new_chat.click, chatbot.clear):     # the chat's own bin icon forgets too
@@ -175,7 +178,7 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
         speak.change(lambda on: gr.update(visible=bool(on)), [speak], [spoken], api_visibility="private",
                      queue=False)
 
-        listing = [table, to_remove]
+        listing = [table, to_remove, search_in]
         upload.upload(docs.add_files, [upload], [doc_status, *listing, upload], **doc_kw)
         add_url.click(docs.add_url, [url], [doc_status, *listing, url], **doc_kw)
         url.submit(docs.add_url, [url], [doc_status, *listing, url], **doc_kw)
