@@ -35,7 +35,8 @@ def test_ask_returns_answer_and_numbered_sources(web_server):
 def test_api_is_listed_with_its_parameters(web_server):
     info = client(web_server.url).view_api(print_info=False, return_format="dict")
     ask = info["named_endpoints"]["/ask"]
-    assert [p["parameter_name"] for p in ask["parameters"]] == ["question", "session_id"]
+    assert [p["parameter_name"] for p in ask["parameters"]] == ["question", "session_id", "sources"]
+    assert [p["parameter_has_default"] for p in ask["parameters"]] == [False, True, True]   # (question) still works
     assert len(ask["returns"]) == 2
     assert list(info["named_endpoints"]) == ["/ask"]     # the page's own events are not public API
 
@@ -68,6 +69,18 @@ def test_follow_up_uses_the_sessions_history(web_server):
     answer, sources = c.predict("Where is the solar garden?", api_name="/ask")
     assert answer.strip() and "solar-garden.md" in names(sources)
     assert web_server.mark() == mark
+
+
+def test_sources_filter(web_server):
+    from gradio_client.exceptions import AppError
+
+    c = client(web_server.url)
+    _, sources = c.predict("How often should I oil the chain?", "", ["bicycle*"], api_name="/ask")
+    assert sources and {s["source"] for s in sources} == {"bicycle-care.txt"}
+    answer, sources = c.predict("How often should I oil the chain?", "", ["harbor-library.md"], api_name="/ask")
+    assert "bicycle-care.txt" not in names(sources)
+    with pytest.raises(AppError, match="no document matches 'manuals/\\*'"):
+        c.predict("How often should I oil the chain?", "", ["manuals/*"], api_name="/ask")
 
 
 def test_bad_input_is_a_clear_error_and_the_server_goes_on(web_server):

@@ -230,13 +230,15 @@ class ChatHandlers:
             first = False
 
     # -- the API -----------------------------------------------------------------------------------
-    def ask_api(self, question: str, session_id: str = "") -> tuple[str, list[dict]]:
+    def ask_api(self, question: str, session_id: str = "", sources: list[str] | None = None
+                ) -> tuple[str, list[dict]]:
         """Answer a question from the indexed documents, streaming the text.
 
         Yields (answer so far, sources); the last value is the whole answer and its sources, each
         {n, source, location, text, score} numbered like the answer's [n] citations. Calls with the
         same non-empty `session_id` share one chat history (follow-up questions work); an empty one
-        starts a fresh conversation each call.
+        starts a fresh conversation each call. `sources` (optional) limits the search to documents
+        whose source matches one of these patterns: a source, a folder, or a glob like "manuals/*.pdf".
         """
         pipeline = self.engines.pipeline()
         try:
@@ -249,7 +251,9 @@ class ChatHandlers:
         history = self.engines.history.history(session) if session else []
         cancel = threading.Event()
         t0 = time.perf_counter()
-        events = pipeline.ask(question, history, AskOptions(), cancel=cancel, t0=t0)
+        if sources is not None and (not isinstance(sources, list) or not all(isinstance(x, str) for x in sources)):
+            raise gr.Error("sources must be a list of source patterns, like [\"manuals/*.pdf\"]", title="Bad sources")
+        events = pipeline.ask(question, history, AskOptions(sources=tuple(sources or ())), cancel=cancel, t0=t0)
         text, sources = "", []
         try:
             for event in events:
