@@ -21,14 +21,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _device_and_compute(device: str, compute_type: str) -> tuple[str, str]:
+def _device_and_compute(device: str, compute_type: str) -> tuple[str, int, str]:
+    """(CTranslate2 device, GPU ordinal, compute type). CTranslate2 rejects torch-style "cuda:1"
+    (even "cuda:0"): the ordinal goes in its own `device_index` argument."""
     if device == "auto":
         import ctranslate2
         device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    index = 0
+    if device.startswith("cuda:"):
+        device, index = "cuda", int(device.split(":", 1)[1])
     if compute_type == "auto":
         # float16 is the fast path on GPUs; int8 is what the CPU timings in MODELS.md were measured with.
-        compute_type = "float16" if device.startswith("cuda") else "int8"
-    return device, compute_type
+        compute_type = "float16" if device == "cuda" else "int8"
+    return device, index, compute_type
 
 
 def _one_line(err: BaseException) -> str:
@@ -48,9 +53,12 @@ class FasterWhisperTranscriber(Transcriber):
         self.language = cfg.language
         self.beam_size = cfg.beam_size
         self.vad = cfg.vad
-        self.device, self.compute_type = _device_and_compute(cfg.device, cfg.compute_type)
+        self.device, device_index, self.compute_type = _device_and_compute(cfg.device, cfg.compute_type)
         self.model_path = resolve_model(cfg.model, Path(cache_dir) / "asr")
-        kwargs = dict(device=self.device, compute_type=self.compute_type, cpu_threads=max(1, threads))
+        kwargs = dict(device=self.device, device_index=device_index, compute_type=self.compute_type,
+                      cpu_threads=max(1, threads))
+        if self.device == "cuda":
+            self.device = f"cuda:{device_index}"     # as logged and shown: the GPU it is on
         try:
             self.model = WhisperModel(self.model_path, **kwargs)
         except Exception as err:

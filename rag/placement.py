@@ -243,20 +243,15 @@ def plan_engines(cfg: Config, cache_dir: Path | str) -> Plan:
         from rag import llm_hf   # transformers is imported only when a model may go on a GPU
 
         model_gib = llm_hf.model_gib(llm, Path(cache_dir))
-    # faster-whisper hands the device to CTranslate2, which takes "cuda" and reads the GPU ordinal
-    # from a separate device_index that asr/ does not set yet: `auto` keeps it on the first GPU.
-    whisper_gpus = [0] if asr.backend == "faster-whisper" else None
+    # asr/ turns "cuda:N" into CTranslate2's device="cuda", device_index=N, so Whisper may go on any GPU.
     return plan_placement(gpus, model_gib, llm_gpus=[g.index for g in llm_on], llm_server=llm.backend == "openai",
-                          embedder_device=emb.device, whisper_device=asr.device, whisper_compute=asr.compute_type,
-                          whisper_gpus=whisper_gpus)
+                          embedder_device=emb.device, whisper_device=asr.device, whisper_compute=asr.compute_type)
 
 
 def apply_plan(cfg: Config, plan: Plan) -> Config:
     """`cfg` with every `auto` device (and Whisper's `auto` compute type) replaced by the plan's choice."""
     emb, asr = cfg.embeddings, cfg.asr
     whisper_device = plan.whisper_device
-    if asr.backend == "faster-whisper" and whisper_device == "cuda:0":
-        whisper_device = "cuda"          # CTranslate2 rejects "cuda:0" (see whisper_gpus above)
     update = {}
     if emb.device == "auto":
         update["embeddings"] = emb.model_copy(update={"device": plan.embedder_device})

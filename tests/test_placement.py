@@ -156,15 +156,15 @@ def test_seed_profile_on_two_16gb_cards_resolves_auto_devices_from_the_plan(two_
     plan = engines.placement
     assert plan.mode == "replicas" and plan.replicas == ("cuda:0", "cuda:1")
     placed = engines.placed
-    # the embedder goes where most memory is left (a tie: the lower ordinal); faster-whisper is kept on
-    # the first GPU (CTranslate2 takes "cuda" plus a separate index), in float16 there
+    # the embedder goes where most memory is left (a tie: the lower ordinal), Whisper then to the card
+    # with more left, in float16 there
     assert placed.embeddings.device == plan.embedder_device == "cuda:0"
-    assert plan.whisper_device == "cuda:0" and plan.whisper_compute_type == "float16"
-    assert (placed.asr.device, placed.asr.compute_type) == ("cuda", "float16")
+    assert plan.whisper_device == "cuda:1" and plan.whisper_compute_type == "float16"
+    assert (placed.asr.device, placed.asr.compute_type) == ("cuda:1", "float16")
     assert placed.llm == engines.cfg.llm          # the model's placement is the plan itself
     logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("placement:")]
     assert len(logged) == 1                       # one block, once
-    assert "2 replica(s)" in logged[0] and "embedder -> cuda:0" in logged[0] and "whisper -> cuda:0 (float16)" in logged[0]
+    assert "2 replica(s)" in logged[0] and "embedder -> cuda:0" in logged[0] and "whisper -> cuda:1 (float16)" in logged[0]
     assert engines.placement is plan and len([r for r in caplog.records if "placement:" in r.getMessage()]) == 1
 
 
@@ -227,3 +227,11 @@ def test_a_device_typo_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="embeddings.device"):
         load_config(SEED, ["embeddings.device=cude"], str(tmp_path))
+
+
+def test_faster_whisper_gets_the_gpu_ordinal_as_ctranslate2_wants_it():
+    from asr.faster_whisper_backend import _device_and_compute
+
+    assert _device_and_compute("cuda:1", "auto") == ("cuda", 1, "float16")   # CTranslate2 rejects "cuda:1"
+    assert _device_and_compute("cuda", "int8_float16") == ("cuda", 0, "int8_float16")
+    assert _device_and_compute("cpu", "auto") == ("cpu", 0, "int8")

@@ -187,7 +187,8 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
         docs_tab.select(docs.listing, None, listing, api_visibility="private", queue=False)
 
         def show_profile():
-            return profile_markdown(cfg, synth_name, transcriber_error, engines.index.catalog.counts())
+            # engines.placed: the devices the plan chose, not the `auto` written in the config
+            return profile_markdown(engines.placed, synth_name, transcriber_error, engines.index.catalog.counts())
 
         settings_tab.select(show_profile, None, profile, api_visibility="private", queue=False)
         demo.load(chat.restore, [session], [session, chatbot, sources], api_visibility="private")
