@@ -72,9 +72,36 @@ class QdrantStore(VectorStore):
                                points_selector=self.models.PointIdsList(points=[int(i) for i in ids]))
 
     def rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        self.client.delete_collection(self.collection)
-        self._create()
+        """In place: upsert every catalog point, then delete the points the catalog no longer has. Replicas
+        sharing the collection keep searching it meanwhile (a stale id they get is dropped when the
+        catalog has no text for it); deleting and recreating it would fail their searches until refilled."""
+        if not self._collection_fits():
+            if self.client.collection_exists(self.collection):
+                log.info("Qdrant collection %s has another vector size or distance: recreating it", self.collection)
+                self.client.delete_collection(self.collection)
+            self._create()
         self.add(ids, vectors)
+        keep = {int(i) for i in ids}
+        leftovers: list[int] = []
+        offset = None
+        while True:
+            points, offset = self.client.scroll(self.collection, limit=4 * BATCH, offset=offset,
+                                                with_payload=False, with_vectors=False)
+            leftovers.extend(int(p.id) for p in points if int(p.id) not in keep)
+            if offset is None:
+                break
+        for start in range(0, len(leftovers), BATCH):
+            self.remove(np.array(leftovers[start:start + BATCH], dtype=np.int64))
+        if leftovers:
+            log.info("removed %d points the catalog no longer has from Qdrant", len(leftovers))
+
+    def _collection_fits(self) -> bool:
+        """The collection exists with one unnamed vector of this store's size and cosine distance."""
+        if not self.client.collection_exists(self.collection):
+            return False
+        params = self.client.get_collection(self.collection).config.params.vectors
+        return (isinstance(params, self.models.VectorParams) and params.size == self.dimension
+                and params.distance == self.models.Distance.COSINE)
 
     def search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         if allowed is not None and not len(allowed):

@@ -54,3 +54,56 @@ def test_migrate_command(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"backend": "qdrant", "documents": 1, "chunks": 1, "vectors": 1}
+
+
+def test_qdrant_rebuild_in_place(tmp_path, monkeypatch):
+    """rebuild() upserts the catalog's points and deletes only leftovers: the collection is never dropped
+    (replicas sharing it keep searching); only a changed vector size recreates it."""
+    import numpy as np
+
+    from rag.config import VectorStoreConfig
+    from rag.store_qdrant import QdrantStore
+
+    rng = np.random.default_rng(7)
+    old_ids = np.arange(1, 1201, dtype=np.int64)               # over two delete batches of leftovers
+    vectors = {int(i): v for i, v in zip(old_ids, rng.normal(size=(len(old_ids), 8)).astype(np.float32))}
+    store = QdrantStore(VectorStoreConfig(backend="qdrant"), 8, tmp_path)
+    store.rebuild(old_ids, np.stack([vectors[int(i)] for i in old_ids]))
+    assert len(store) == len(old_ids)
+
+    new_ids = np.concatenate([old_ids[old_ids % 3 != 0], np.arange(5000, 5010)])   # 400 gone, 10 new
+    vectors.update({int(i): v for i, v in zip(new_ids[-10:], rng.normal(size=(10, 8)).astype(np.float32))})
+    calls = []
+    for name in ("delete_collection", "create_collection"):
+        monkeypatch.setattr(store.client, name, lambda *a, _n=name, **k: calls.append(_n))
+    during = []
+    delete = store.client.delete
+
+    def searching_delete(*args, **kwargs):   # a replica searching while leftovers are being deleted
+        during.append(store.search(vectors[5000], 3)[0])
+        return delete(*args, **kwargs)
+
+    monkeypatch.setattr(store.client, "delete", searching_delete)
+    store.rebuild(new_ids, np.stack([vectors[int(i)] for i in new_ids]))
+    assert calls == []
+    assert len(during) == 1 and during[0][0] == 5000        # the new point is in before any delete
+    assert len(store) == len(new_ids)
+    stored, offset = [], None
+    while True:
+        points, offset = store.client.scroll(store.collection, limit=500, offset=offset)
+        stored += [int(p.id) for p in points]
+        if offset is None:
+            break
+    assert sorted(stored) == sorted(int(i) for i in new_ids)
+    catalog = {int(i) for i in new_ids}
+    for probe in (3, 6, 7, 5003):                             # 3 and 6 were dropped, 7 and 5003 kept or added
+        ids, _ = store.search(vectors[probe], 10)
+        assert set(ids.tolist()) <= catalog
+        assert (ids[0] == probe) == (probe in catalog)
+    monkeypatch.undo()
+    store.client.close()                                     # embedded mode: one client per folder
+
+    wider = QdrantStore(VectorStoreConfig(backend="qdrant"), 16, tmp_path)   # another model's size: recreated
+    wider.rebuild(np.array([1, 2]), rng.normal(size=(2, 16)).astype(np.float32))
+    assert len(wider) == 2 and wider.search(np.ones(16, np.float32), 5)[0].tolist() in ([1, 2], [2, 1])
+    wider.client.close()
