@@ -180,9 +180,10 @@ class PostgresCatalog(CatalogStore):
                     log.info("waited %.1f s for another writer of the catalog", time.monotonic() - t0)
             try:
                 yield
-            finally:
-                with self._guard("cannot unlock"):
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (WRITER_LOCK,))
+            except BaseException:
+                self._unlock(conn, failing=True)
+                raise
+            self._unlock(conn, failing=False)
 
     @contextmanager
     def try_writer(self) -> Iterator[bool]:
@@ -191,10 +192,24 @@ class PostgresCatalog(CatalogStore):
                 got = bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK,)).fetchone()[0])
             try:
                 yield got
-            finally:
+            except BaseException:
                 if got:
-                    with self._guard("cannot unlock"):
-                        conn.execute("SELECT pg_advisory_unlock(%s)", (WRITER_LOCK,))
+                    self._unlock(conn, failing=True)
+                raise
+            if got:
+                self._unlock(conn, failing=False)
+
+    def _unlock(self, conn, *, failing: bool) -> None:
+        """Release the writer lock. When the write already failed (`failing`), a failed release is only
+        logged: the caller must see what stopped the write, not that the connection then dropped too."""
+        try:
+            with self._guard("cannot unlock"):
+                conn.execute("SELECT pg_advisory_unlock(%s)", (WRITER_LOCK,))
+        except BackendError as err:
+            if not failing:
+                raise BackendError(f"{err} (the work done under the catalog's write lock had finished; the server "
+                                   "releases the lock when that connection ends)") from None
+            log.warning("%s; the server releases the lock when that connection ends", err)
 
     # -- documents -------------------------------------------------------------------------------
     def documents(self, root: str | None = None) -> list[DocumentRow]:

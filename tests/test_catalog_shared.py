@@ -108,3 +108,36 @@ def test_shared_qdrant_is_rebuilt_only_by_the_lock_holder(base_engines, folder, 
     index.refresh()                                          # the lock is free: now it is rebuilt
     assert len(index.store) == 2 and index.store.saved_generation() == index.catalog.generation()
     index.store.client.close()
+
+
+def _drop_lock_connection(url: str) -> None:
+    """Terminate the server connection that holds the catalog's writer lock (a dropped connection)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        pids = [r[0] for r in conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())")]
+        assert len(pids) == 1
+        conn.execute("SELECT pg_terminate_backend(%s)", (pids[0],))
+
+
+def test_lost_lock_connection_does_not_hide_the_original_error(pg_server, close_pg_catalogs, caplog):
+    from rag.catalog_pg import PostgresCatalog
+    from rag.errors import BackendError
+
+    url = pg_server.create_database("unlock_" + uuid.uuid4().hex[:12])
+    catalog = PostgresCatalog(url)
+    with pytest.raises(ValueError, match="the ingest failed"), caplog.at_level("WARNING", "rag.catalog_pg"):
+        with catalog.writer():
+            _drop_lock_connection(url)
+            raise ValueError("the ingest failed")
+    assert "cannot unlock" in caplog.text
+
+    with pytest.raises(BackendError, match="cannot unlock the document catalog") as failed:   # nothing else failed
+        with catalog.writer():
+            _drop_lock_connection(url)
+    assert "\n" not in str(failed.value) and "s3cret" not in str(failed.value)
+
+    with catalog.try_writer() as got:                        # the server released the lock with the connection
+        assert got
