@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("migrate", help="fill the configured vector store from the catalog (no re-embedding), "
                        "e.g. --set vector_store.backend=qdrant migrate")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--catalog-from", metavar="DIR",
+                   help="first copy this data dir's SQLite catalog (or a catalog.sqlite) into the configured "
+                        "catalog, e.g. PostgreSQL, vectors included")
+    s.add_argument("--replace", action="store_true", help="with --catalog-from: drop what the target catalog holds")
 
     s = sub.add_parser("transcribe", help="speech to text")
     s.add_argument("audio")
@@ -253,12 +257,25 @@ def cmd_ask(engines, args) -> int:
 
 
 def cmd_migrate(engines, args) -> int:
+    copied = None
+    if args.catalog_from:
+        from rag.catalog_copy import copy_catalog
+
+        copied = copy_catalog(engines.cfg, args.catalog_from, replace=args.replace,
+                              dimension=lambda: engines.embedder.dimension)
+    elif args.replace:
+        raise UserInputError("--replace goes with --catalog-from DIR")
     index = engines.index            # opening rebuilds the store from the catalog when it is behind
     docs, chunks = index.catalog.counts()
     result = {"backend": engines.cfg.vector_store.backend, "documents": docs, "chunks": chunks,
               "vectors": len(index.store)}
-    print(json.dumps(result) if args.json else
-          f"{result['backend']}: {result['vectors']} vectors for {chunks} chunks of {docs} documents")
+    line = f"{result['backend']}: {result['vectors']} vectors for {chunks} chunks of {docs} documents"
+    if copied:
+        result["copied"] = {"documents": copied.documents, "chunks": copied.chunks,
+                            "seconds": round(copied.seconds, 3), "from": copied.source, "to": copied.target}
+        line = (f"copied {copied.documents} documents, {copied.chunks} chunks from {copied.source} to "
+                f"{copied.target} in {copied.seconds:.1f} s; {line}")
+    print(json.dumps(result) if args.json else line)
     return 0 if result["vectors"] == chunks else 1
 
 
