@@ -14,8 +14,10 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from rag.abstain import Signals, coverage, decide
 from rag.config import Config
 from rag.errors import RagError, UserInputError, one_line
+from rag.evidence import Sentence, evidence_line, focus, pick_evidence, rank_sentences, support
 from rag.events import AudioChunk, Done, Event, Failed, Hit, Notice, Queued, Retrieved, SentenceReady, TextDelta
 from rag.llm import ChatModel, GenerationSettings
 from rag.prompt import (NOT_FOUND, answer_messages, best_supporting_source, cited_numbers, clean_rewrite,
@@ -122,8 +124,32 @@ class Pipeline:
         standalone = self.standalone(question, hist, self.cfg.memory.rewrite if rewrite is None else rewrite)
         return standalone, self.retriever.search(self.queries(question, standalone, hist), k, sources)
 
-    def should_abstain(self, hits: list[Hit]) -> bool:
-        return not hits or max(h.dense_score for h in hits) < self.cfg.retrieval.abstain_below
+    def should_abstain(self, hits: list[Hit], signals: Signals | None = None) -> bool:
+        """Decline without asking the model? With `signals` (from `support`) the full rule of
+        rag/abstain.py; without, the passage similarity alone."""
+        if not hits:
+            return True
+        reason = decide(signals or Signals(max(h.dense_score for h in hits), -1.0, 1.0), self.cfg.retrieval)
+        if reason:
+            log.info("abstaining: %s", reason)
+        return reason is not None
+
+    def support(self, question: str, standalone: str, history: list[Message],
+                sources: Sequence[Hit], hits: Sequence[Hit]) -> tuple[Signals, list[Sentence]]:
+        """How well the passages the model would get match the question: the abstention signals and
+        their sentences ranked (for the evidence line). A follow-up ("when was it built?") says little
+        on its own, so it is also read with the previous user turn, as the history-aware query does.
+        `dense` stays the best over all `hits` (the passage rule as it always was)."""
+        texts = [standalone]
+        users = [m["content"] for m in history if m["role"] == "user"]
+        if users and looks_like_follow_up(question):
+            texts.append(f"{users[-1]} {question}")
+        passages = [h.text for h in sources]
+        ranked = rank_sentences(texts, passages, self.retriever.index.embedder.embed) if passages else []
+        dense = max((h.dense_score for h in hits), default=-1.0)
+        # A chunk does not repeat its document's title: its file name and heading count as its words.
+        labelled = [f"{h.text} {h.source} {h.location}" for h in sources]
+        return Signals(dense, support(ranked), coverage(" ".join(texts), labelled)), ranked
 
     # -- the whole answer ------------------------------------------------------------------------
     def ask(self, question: str, history: Sequence[Message] | None = None, options: AskOptions = AskOptions(),
@@ -139,10 +165,11 @@ class Pipeline:
             hist = clean_history(history, self.cfg.memory.max_messages)
             standalone, hits = self.search(question, hist, options.k, options.rewrite, options.sources)
             mark("retrieve_s")
-            abstain = self.should_abstain(hits)
             chosen = hits[: self.cfg.prompt.max_sources or len(hits)]
-            sources = () if abstain else tuple(fit_sources(chosen, self.llm.count_tokens,
-                                                           self.cfg.prompt.context_tokens))
+            sources = tuple(fit_sources(chosen, self.llm.count_tokens, self.cfg.prompt.context_tokens))
+            signals, ranked = self.support(question, standalone, hist, sources, hits)
+            abstain = self.should_abstain(hits, signals)
+            sources = () if abstain else sources
             yield Retrieved(question, standalone, sources)
             if abstain or not sources:
                 answer = NOT_FOUND + " I could not find this in your documents."
@@ -152,7 +179,8 @@ class Pipeline:
                 mark("answer_done_s")
                 yield Done(answer, standalone, (), timings, abstained=True)
                 return
-            messages = answer_messages(question, sources, hist[-2:], options.voice)
+            shown = focus(sources, ranked, self.cfg.prompt.focus_sentences) if self.cfg.prompt.focus_sentences else sources
+            messages = answer_messages(question, shown, hist[-2:], options.voice, self.cfg.prompt.example)
             for position in self.llm.gate.wait(cancel):
                 yield Queued(position)
             parts: list[str] = []
@@ -182,20 +210,29 @@ class Pipeline:
                         speaker.feed(tail)
             finally:
                 self.llm.gate.leave()
-            answer = "".join(parts).strip()
-            if not answer:
-                answer = NOT_FOUND
-                yield TextDelta(answer)
-            elif not cited_numbers(answer, len(sources)) and not says_not_found(answer):
-                n = best_supporting_source(answer, sources)
+            # `streamed` is exactly what the TextDeltas said (the model may end on a line break before
+            # a citation is added), so the final answer is always their concatenation.
+            streamed = "".join(parts)
+            if not streamed.strip():
+                streamed = NOT_FOUND
+                yield TextDelta(streamed)
+            elif not cited_numbers(streamed, len(sources)) and not says_not_found(streamed):
+                n = best_supporting_source(streamed, sources)
                 if n:   # small models often forget to cite: point at the passage the answer came from
                     yield TextDelta(f" [{n}]")
-                    answer += f" [{n}]"
+                    streamed += f" [{n}]"
+            abstained = says_not_found(streamed)   # the model's words only: a quoted sentence may say "no mention"
+            if self.cfg.prompt.evidence:   # shown, not spoken: the speaker is not fed this line
+                quote = pick_evidence(streamed, ranked)
+                if quote:
+                    line = evidence_line(quote, abstained)
+                    yield TextDelta(line)
+                    streamed += line
+            answer = streamed.strip()
             if speaker:
                 speaker.feed("", final=True)
                 yield from speaker.drain()
             mark("answer_done_s")
-            abstained = says_not_found(answer)
             yield Done(answer, standalone, sources, timings, abstained)
         except RagError as err:
             log.info("ask failed: %s", one_line(err))

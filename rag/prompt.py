@@ -25,6 +25,16 @@ SYSTEM = (
 VOICE_STYLE = " Your answer will be spoken aloud: answer in one to three short sentences, with no lists or markdown."
 TEXT_STYLE = " Answer briefly and directly."
 
+# One worked example before the real question (few-shot): a 135 M model otherwise often answers with
+# the instructions ("The sources are cited like [1]...") instead of the fact. Invented, so that it
+# cannot leak into an answer about real documents; short, so the answers it teaches are short.
+EXAMPLE = [
+    {"role": "user", "content": 'Sources:\n"""\n[1] (example.txt)\nThe Orla glacier covers 42 square kilometres. '
+                                'Its ice is up to 300 metres thick.\n"""\n\nQuestion: How thick is the ice of the '
+                                'Orla glacier?\nAnswer from the sources, citing them like [1].'},
+    {"role": "assistant", "content": "Up to 300 metres [1]."},
+]
+
 REWRITE_SYSTEM = ("Rewrite the user's last question so that it can be understood without the conversation: "
                   "replace pronouns like it, he, she, they, there with the names they refer to. "
                   "Reply with the rewritten question only.")
@@ -59,11 +69,12 @@ def format_sources(hits: Sequence[Hit]) -> str:
 
 
 def answer_messages(question: str, hits: Sequence[Hit], history: Sequence[dict[str, str]],
-                    voice: bool) -> list[dict[str, str]]:
+                    voice: bool, example: bool = False) -> list[dict[str, str]]:
     system = SYSTEM + (VOICE_STYLE if voice else TEXT_STYLE)
     user = (f"Sources:\n\"\"\"\n{format_sources(hits)}\n\"\"\"\n\n"
             f"Question: {question}\nAnswer from the sources, citing them like [1].")
-    return [{"role": "system", "content": system}, *history, {"role": "user", "content": user}]
+    shots = EXAMPLE if example else []
+    return [{"role": "system", "content": system}, *shots, *history, {"role": "user", "content": user}]
 
 
 def rewrite_messages(question: str, history: Sequence[dict[str, str]]) -> list[dict[str, str]]:

@@ -1,0 +1,85 @@
+"""Should the app decline ("The documents do not say.") instead of asking the model?
+
+Three signals, each cheap and explainable, all computed on the passages that would go to the model:
+
+- dense: the best cosine of a retrieved passage to the question (`retrieval.abstain_below`);
+- support: the best cosine of one *sentence* of those passages to the question. A passage about the
+  same broad topic scores well as a whole; a question the documents answer has one sentence that
+  matches it closely. On squad-train this separates unanswerable from answerable questions better
+  than the passage cosine (AUC 0.96 against 0.92, bench/RESULTS.md "quality");
+- coverage: the share of the question's content words (stopwords removed, crude stemming) found in
+  those passages. A question about an unindexed topic names things the passages never mention.
+
+The rule (`decide`): decline when the passage cosine is below `abstain_below`, or the best sentence is
+below `abstain_sentence_below`, or the best sentence is only middling (below
+`abstain_weak_sentence_below`) AND less than `abstain_coverage_below` of the question's words appear.
+The second signal only acts in the middling band, so a misheard name in a spoken question (which
+lowers coverage) cannot on its own make a well-supported question decline.
+
+Pure functions: the embedding of sentences happens in rag/evidence.py; this module only sees numbers
+and text.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rag.config import RetrievalConfig
+
+_WORD = re.compile(r"[a-z0-9]+")
+# English function words plus the words every question has ("what", "name", "called"): they say
+# nothing about whether the documents cover the question.
+STOPWORDS = frozenset("""
+a about above after again against all also am an and any are as at be because been before being below
+between both but by can could did do does doing down during each few for from further had has have having
+he her here hers herself him himself his how i if in into is it its itself just me more most my myself no
+nor not now of off on once only or other our ours ourselves out over own same she should so some such than
+that the their theirs them themselves then there these they this those through to too under until up very
+was we were what when where which while who whom whose why will with would you your yours yourself
+yourselves many much may might must shall one ones called name named known kind type
+""".split())
+
+
+def _stem(word: str) -> str:
+    """Crude suffix stripping so "built"/"builds", "wars"/"war" meet; long words only (keeps "bus", "gas")."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def content_words(text: str) -> list[str]:
+    """The question's words that carry its topic, in order, without repeats."""
+    return [w for w in dict.fromkeys(_WORD.findall(text.lower())) if w not in STOPWORDS]
+
+
+def coverage(question: str, passages: Sequence[str]) -> float:
+    """Share of the question's content words that occur in the passages (after stemming).
+    1.0 when the question has no content words: there is nothing to check, so no evidence against."""
+    words = content_words(question)
+    if not words:
+        return 1.0
+    found = {_stem(w) for w in _WORD.findall(" ".join(passages).lower())}
+    return sum(_stem(w) in found for w in words) / len(words)
+
+
+@dataclass(frozen=True)
+class Signals:
+    dense: float       # best passage cosine to the question
+    support: float     # best sentence cosine to the question (-1: not measured)
+    coverage: float    # share of the question's content words in the passages
+
+
+def decide(signals: Signals, cfg: RetrievalConfig) -> str | None:
+    """Why the documents are taken not to hold the answer, or None to go on and ask the model."""
+    if signals.dense < cfg.abstain_below:
+        return f"best passage similarity {signals.dense:.2f} < {cfg.abstain_below}"
+    if signals.support < -0.999:    # support not measured (no sentences): the passage rule alone
+        return None
+    if signals.support < cfg.abstain_sentence_below:
+        return f"best sentence similarity {signals.support:.2f} < {cfg.abstain_sentence_below}"
+    if signals.support < cfg.abstain_weak_sentence_below and signals.coverage < cfg.abstain_coverage_below:
+        return (f"best sentence similarity {signals.support:.2f} < {cfg.abstain_weak_sentence_below} and only "
+                f"{signals.coverage:.0%} of the question's words in the passages (< {cfg.abstain_coverage_below:.0%})")
+    return None

@@ -1,0 +1,140 @@
+"""rag/evidence.py: sentence ranking and the evidence line (a fake embedder: bag of words)."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from rag.events import Hit
+from rag.evidence import Sentence, evidence_line, focus, pick_evidence, rank_sentences, sentences_of, support
+
+VOCAB: dict[str, int] = {}
+
+
+def fake_embed(texts: list[str]) -> np.ndarray:
+    """Unit bag-of-words vectors: cosine = word overlap, enough to check the ranking logic."""
+    rows = []
+    for text in texts:
+        v = np.zeros(64, dtype=np.float32)
+        for w in re.findall(r"[a-z]+", text.lower()):
+            v[VOCAB.setdefault(w, len(VOCAB) % 64)] += 1
+        rows.append(v / (np.linalg.norm(v) or 1))
+    return np.stack(rows)
+
+
+PASSAGES = ["The library opened in 1962 in a sail loft. It abolished late fines in 2019. Dr. Lindqvist led it.",
+            "The solar garden has 4,800 panels. It was built in 2015."]
+
+
+def test_sentences_of_splits_and_drops_fragments():
+    assert sentences_of(PASSAGES[0]) == ["The library opened in 1962 in a sail loft.",
+                                         "It abolished late fines in 2019.", "Dr. Lindqvist led it."]
+    assert sentences_of("Tyre pressure.\n\nReal text is\n  here.") == ["Real text is here."]   # a title; one line
+    assert sentences_of("# Harbor Point Library\n\n## Fines\n\nFines ended in 2019.") == ["Fines ended in 2019."]
+
+
+def test_rank_sentences_best_first_with_source_numbers():
+    ranked = rank_sentences(["when were late fines abolished"], PASSAGES, fake_embed)
+    assert ranked[0] == Sentence(1, 1, "It abolished late fines in 2019.", ranked[0].score)
+    assert {s.source for s in ranked} == {1, 2} and len(ranked) == 5
+    assert all(a.score >= b.score for a, b in zip(ranked, ranked[1:]))
+    assert support(ranked) == ranked[0].score and support([]) == -1.0
+    assert rank_sentences([" "], PASSAGES, fake_embed) == [] and rank_sentences(["q"], [], fake_embed) == []
+
+
+def test_several_queries_score_a_sentence_by_its_best():
+    one = rank_sentences(["when was it built"], PASSAGES, fake_embed)
+    two = rank_sentences(["when was it built", "solar garden panels built"], PASSAGES, fake_embed)
+    assert two[0].score >= one[0].score and two[0].source == 2
+
+
+def test_pick_evidence_quotes_the_best_sentence_unless_the_answer_has_it():
+    ranked = rank_sentences(["when were late fines abolished"], PASSAGES, fake_embed)
+    assert pick_evidence("In 2019 [1].", ranked).text == "It abolished late fines in 2019."
+    assert pick_evidence("It was built in 2015 [2].", ranked).source == 1     # best overall, not the cited one
+    assert pick_evidence("It abolished late fines in 2019 [1].", ranked) is None   # already quoted
+    assert pick_evidence("anything", []) is None
+
+
+def test_evidence_line_is_a_verbatim_quote():
+    s = Sentence(2, 0, 'The "garden" has 4,800 panels.', 0.8)
+    assert evidence_line(s) == '\n\nSource [2]: "The "garden" has 4,800 panels."'
+    assert evidence_line(s, declined=True).startswith("\n\nClosest passage [2]:")
+
+
+def test_focus_keeps_numbering_best_first_then_document_order():
+    hits = [Hit("1", PASSAGES[0], "library.md"), Hit("2", PASSAGES[1], "solar.md")]
+    ranked = rank_sentences(["when were late fines abolished in the library"], PASSAGES, fake_embed)
+    out = focus(hits, ranked, keep=2)
+    assert [h.source for h in out] == ["library.md", "solar.md"]        # [n] still means the n-th source
+    assert out[0].text.startswith("It abolished late fines in 2019.")  # the best match leads
+    assert all(sentence in PASSAGES[0] for sentence in sentences_of(out[0].text))   # verbatim, nothing added
+    assert len(sentences_of(out[1].text)) == 1                          # a source keeps at least its best
+    assert focus(hits, [], keep=2) == hits
+
+
+class _Gate:
+    def wait(self, cancel=None):
+        return iter(())
+
+    def leave(self):
+        pass
+
+
+class _LLM:
+    gate = _Gate()
+
+    def stream(self, messages, settings, cancel=None):
+        yield from ["In ", "2019 ", "[1]."]
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+
+class _Voice:
+    sample_rate = 16000
+
+    def synthesize(self, sentence):
+        return np.zeros(1600, dtype=np.float32)
+
+
+class _Retriever:
+    def __init__(self, hits):
+        self.hits = hits
+        self.index = type("Index", (), {"embedder": type("E", (), {"embed": staticmethod(fake_embed)})()})()
+
+    def search(self, queries, k=None, *rest):
+        return self.hits
+
+
+def _pipeline(hits, *overrides):
+    from rag.config import load_config
+    from rag.pipeline import Pipeline
+
+    cfg = load_config(None, ["retrieval.abstain_sentence_below=0.2", "retrieval.abstain_weak_sentence_below=0.3",
+                             *overrides])
+    return Pipeline(cfg, _Retriever(hits), _LLM(), _Voice())
+
+
+def test_the_evidence_line_streams_as_text_and_is_not_spoken():
+    from rag.events import Done, SentenceReady, TextDelta
+    from rag.pipeline import AskOptions
+
+    hits = [Hit("1", PASSAGES[0], "library.md", dense_score=0.8), Hit("2", PASSAGES[1], "solar.md", dense_score=0.5)]
+    events = list(_pipeline(hits).ask("When were late fines abolished?", options=AskOptions(voice=True, speak=True)))
+    done = events[-1]
+    assert isinstance(done, Done) and not done.abstained
+    assert done.answer == "".join(e.text for e in events if isinstance(e, TextDelta)).strip()
+    assert done.answer.endswith('\n\nSource [1]: "It abolished late fines in 2019."')
+    spoken = " ".join(e.text for e in events if isinstance(e, SentenceReady))
+    assert spoken == "In 2019." and "abolished" not in spoken
+
+
+def test_evidence_can_be_turned_off_and_unsupported_questions_decline():
+    from rag.events import Done
+
+    hits = [Hit("1", PASSAGES[0], "library.md", dense_score=0.8)]
+    done = list(_pipeline(hits, "prompt.evidence=false").ask("When were late fines abolished?"))[-1]
+    assert isinstance(done, Done) and done.answer == "In 2019 [1]."
+    done = list(_pipeline(hits).ask("Which glacier feeds the river Tamsin?"))[-1]
+    assert isinstance(done, Done) and done.abstained and done.sources == ()   # no sentence matches: declined
