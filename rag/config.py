@@ -66,8 +66,8 @@ class RetrievalConfig(_Section):
     candidates: int = Field(40, ge=1)     # per ranked list, before fusion
     rrf_k: int = Field(60, ge=1)
     lexical: bool = True                  # BM25 fused with dense search
-    # Below this best cosine similarity AND without a lexical match the documents are taken not to
-    # hold the answer, and the model is not asked (calibrated by bench/calibrate_abstention.py).
+    # Below this best passage cosine similarity the documents are taken not to hold the answer, and the
+    # model is not asked (the coarse first gate; swept by bench/quality.py).
     abstain_below: float = Field(0.30, ge=-1, le=1)
     # A second look at the passages the model would get (rag/abstain.py): decline when no single
     # sentence is close to the question, or when the best is middling and most of the question's
