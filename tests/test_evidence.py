@@ -56,6 +56,22 @@ def test_pick_evidence_quotes_the_best_sentence_unless_the_answer_has_it():
     assert pick_evidence("anything", []) is None
 
 
+def test_the_quote_prefers_the_sentence_with_the_questions_words():
+    # MiniLM's real ranking for this question put the opening date first (seen in the CLI).
+    ranked = [Sentence(2, 0, "The Harbor Point Community Library opened in 1962 in a former sail loft.", 0.58),
+              Sentence(1, 3, "The library abolished fines in 2019 after a study of who stayed away.", 0.55),
+              Sentence(1, 4, "Members may borrow up to twenty items at a time.", 0.40),
+              Sentence(2, 1, "Harbor Point is a fishing town on the north shore.", 0.35)]
+    # "Harbor Point" is in two sentences and "library" in two: "abolish" and "fines" (one each) weigh more.
+    question = "When did the Harbor Point library abolish fines?"
+    assert "abolished fines in 2019" in pick_evidence("It was 2019 [1].", ranked, question).text
+    assert pick_evidence("It was 2019 [1].", ranked).source == 2          # without the question: cosine alone
+    # Only the EVIDENCE_POOL best matches compete: a sentence ranked below them is never quoted.
+    pool = [Sentence(1, i, f"Filler sentence number {i} about boats.", 0.5 - i / 100) for i in range(5)]
+    pool.append(Sentence(1, 9, "Fines were abolished at the Harbor Point library in 2019.", 0.30))
+    assert pick_evidence("x", pool, question) in pool[:5]
+
+
 def test_evidence_line_is_a_verbatim_quote():
     s = Sentence(2, 0, 'The "garden" has 4,800 panels.', 0.8)
     assert evidence_line(s) == '\n\nSource [2]: "The "garden" has 4,800 panels."'
