@@ -223,7 +223,7 @@ class Pipeline:
                     streamed += f" [{n}]"
             abstained = says_not_found(streamed)   # the model's words only: a quoted sentence may say "no mention"
             if self.cfg.prompt.evidence:   # shown, not spoken: the speaker is not fed this line
-                quote = pick_evidence(streamed, ranked)
+                quote = pick_evidence(streamed, ranked, standalone)
                 if quote:
                     line = evidence_line(quote, abstained)
                     yield TextDelta(line)
