@@ -8,7 +8,8 @@
    no answer in the index and should be declined ("The documents do not say."); questions about the
    indexed 20 should be answered (declining them is a false abstention).
 4. The decline rule (rag/abstain.py) is measured with every rule off: each question's signals (best
-   passage cosine, best sentence cosine, share of its words in the passages) are recorded, and a
+   passage cosine, best sentence cosine, share of its words in the passages, plain and weighted by
+   idf over the indexed chunks) are recorded, and a
    sample is asked once to see whether the model itself declines; then for any thresholds the app's
    behaviour is exactly "declined if the rule says so, else what the model said". Held-out style:
    the documents are split in two halves (every other indexed and every other unindexed document),
@@ -87,7 +88,7 @@ def signals(pipeline, question: str) -> dict:
     chosen = hits[: cfg.prompt.max_sources or len(hits)]
     sources = fit_sources(chosen, pipeline.llm.count_tokens, cfg.prompt.context_tokens)
     s, _ = pipeline.support(question, standalone, [], sources, hits)
-    return {"score": s.dense, "support": s.support, "coverage": s.coverage}
+    return {"score": s.dense, "support": s.support, "coverage": s.coverage, "weighted": s.weighted}
 
 
 def halves(names: list[str]) -> tuple[set[str], set[str]]:
@@ -100,7 +101,7 @@ def rule_rates(rows_held: list[dict], rows_ans: list[dict], retrieval, with_llm:
     from rag.abstain import Signals, decide
 
     def declined(r: dict) -> bool:
-        return (decide(Signals(r["score"], r["support"], r["coverage"]), retrieval) is not None
+        return (decide(Signals(r["score"], r["support"], r["coverage"], r["weighted"]), retrieval) is not None
                 or (with_llm and r.get("llm_abstained", False)))
     return (float(np.mean([declined(r) for r in rows_held])) if rows_held else float("nan"),
             float(np.mean([declined(r) for r in rows_ans])) if rows_ans else float("nan"))
@@ -208,7 +209,8 @@ def run(ctx: Context) -> Section:
     names = ev.doc_names()
     kept, held_out = set(names[::2]), set(names[1::2])
     data20 = copy_index(data40, ctx, "quality-half")
-    off = ["retrieval.abstain_below=-1", "retrieval.abstain_sentence_below=-1", "retrieval.abstain_weak_sentence_below=-1"]
+    off = ["retrieval.abstain_below=-1", "retrieval.abstain_sentence_below=-1", "retrieval.abstain_weak_sentence_below=-1",
+           "retrieval.abstain_coverage_idf=true"]   # rules off; both word shares measured (plain always is)
     half = engines(data20, *off, *quick_overrides(ctx))
     for name in held_out:
         assert half.ingestor.remove(str((ev.docs / name).resolve())), name
@@ -240,7 +242,11 @@ def run(ctx: Context) -> Section:
              (f"+ best sentence < {retrieval.abstain_sentence_below}",
               retrieval.model_copy(update=dict(abstain_weak_sentence_below=-1))),
              (f"+ (sentence < {retrieval.abstain_weak_sentence_below} and < {retrieval.abstain_coverage_below:.0%} of "
-              "the words in the passages) (current default)", retrieval)]
+              "the words in the passages)" + ("" if retrieval.abstain_coverage_idf else " (current default)"),
+              retrieval.model_copy(update=dict(abstain_coverage_idf=False))),
+             ("  same, words weighted by idf over the indexed chunks"
+              + (" (current default)" if retrieval.abstain_coverage_idf else ""),
+              retrieval.model_copy(update=dict(abstain_coverage_idf=True)))]
     t3 = Table(f"Decline rule (rag/abstain.py), rule alone: {len(H)} questions about the 20 documents NOT indexed, "
                f"{len(A)} about the 20 indexed; document halves A / B (every other document)",
                ["rule", "abstention", "false abstention", "abstention A", "false A", "abstention B", "false B"])
@@ -252,12 +258,23 @@ def run(ctx: Context) -> Section:
                "(sentence 0.40/0.45/0.50, weak sentence 0.55/0.60/0.65, words 40/50/60 %), reported on the other",
                ["chosen on", "sentence / weak / words", "abstention (chosen on)", "false (chosen on)",
                 "abstention (other half)", "false (other half)"])
-    for name, tune, test in (("A", half_a, half_b), ("B", half_b, half_a)):
-        g = choose_rule(part(H, tune), part(A, tune), retrieval)
-        rule = retrieval.model_copy(update=g)
-        t4.add(name, " / ".join(f"{v:g}" for v in g.values()), *rule_rates(part(H, tune), part(A, tune), rule),
-               *rule_rates(part(H, test), part(A, test), rule))
+    for weighted in (False, True):     # plain word share, then idf-weighted: same grid, same halves
+        kind = retrieval.model_copy(update=dict(abstain_coverage_idf=weighted))
+        for name, tune, test in (("A", half_a, half_b), ("B", half_b, half_a)):
+            g = choose_rule(part(H, tune), part(A, tune), kind)
+            rule = kind.model_copy(update=g)
+            t4.add(f"{name}, {'idf-weighted' if weighted else 'plain'} words", " / ".join(f"{v:g}" for v in g.values()),
+                   *rule_rates(part(H, tune), part(A, tune), rule), *rule_rates(part(H, test), part(A, test), rule))
     section.tables.append(t4)
+    t4b = Table("Decline rule through the model (the asked sample: declined by the rule or by the model), "
+                "default thresholds; document halves A / B",
+                ["word share", "abstention", "false abstention", "abstention A", "false A", "abstention B", "false B"])
+    for weighted in (False, True):
+        kind = retrieval.model_copy(update=dict(abstain_coverage_idf=weighted))
+        t4b.add("idf-weighted" if weighted else "plain",
+                *(x for docs in (None, half_a, half_b)
+                  for x in rule_rates(part(H, docs, True), part(A, docs, True), kind, with_llm=True)))
+    section.tables.append(t4b)
 
     held, ans = part(H, asked=True), part(A, asked=True)
     current = retrieval.abstain_below
@@ -277,7 +294,8 @@ def run(ctx: Context) -> Section:
         f"Median best passage cosine: unanswerable {np.median([r['score'] for r in H]):.3f}, answerable "
         f"{np.median([r['score'] for r in A]):.3f}; best sentence cosine: {np.median([r['support'] for r in H]):.3f} / "
         f"{np.median([r['support'] for r in A]):.3f}; share of question words in the passages: "
-        f"{np.median([r['coverage'] for r in H]):.2f} / {np.median([r['coverage'] for r in A]):.2f}. The model alone "
+        f"{np.median([r['coverage'] for r in H]):.2f} / {np.median([r['coverage'] for r in A]):.2f}, idf-weighted "
+        f"{np.median([r['weighted'] for r in H]):.2f} / {np.median([r['weighted'] for r in A]):.2f}. The model alone "
         f"declines {np.mean([r['llm_abstained'] for r in held]):.0%} of unanswerable and "
         f"{np.mean([r['llm_abstained'] for r in ans]):.0%} of answerable questions.")
     section.notes.append(target("abstention with the default decline rule and the model", 100 * now_abst,

@@ -9,6 +9,9 @@ Three signals, each cheap and explainable, all computed on the passages that wou
   than the passage cosine (AUC 0.96 against 0.92, bench/RESULTS.md "quality");
 - coverage: the share of the question's content words (stopwords removed, crude stemming) found in
   those passages. A question about an unindexed topic names things the passages never mention.
+  Weighted by inverse document frequency over the indexed chunks (`retrieval.abstain_coverage_idf`):
+  a missing name or number is strong evidence, a missing "year" or "first" barely any; a word no
+  chunk has gets the largest weight (the documents cannot answer about it).
 
 The rule (`decide`): decline when the passage cosine is below `abstain_below`, or the best sentence is
 below `abstain_sentence_below`, or the best sentence is only middling (below
@@ -22,7 +25,7 @@ and text.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rag.config import RetrievalConfig
@@ -54,14 +57,28 @@ def content_words(text: str) -> list[str]:
     return [w for w in dict.fromkeys(_WORD.findall(text.lower())) if w not in STOPWORDS]
 
 
-def coverage(question: str, passages: Sequence[str]) -> float:
-    """Share of the question's content words that occur in the passages (after stemming).
+def terms(text: str) -> set[str]:
+    """The stemmed words of a text: what coverage matches, and what document frequencies count
+    (rag/index.py), so both see the same words."""
+    return {_stem(w) for w in _WORD.findall(text.lower())}
+
+
+def question_terms(question: str) -> list[str]:
+    """The question's content words, stemmed (repeats of a stem kept, as the unweighted share counted them)."""
+    return [_stem(w) for w in content_words(question)]
+
+
+def coverage(question: str, passages: Sequence[str], idf: Mapping[str, float] | None = None) -> float:
+    """Share of the question's content words that occur in the passages (after stemming); with `idf`
+    (stemmed word -> weight, rag/index.py), each word counts by its weight instead of 1.
     1.0 when the question has no content words: there is nothing to check, so no evidence against."""
-    words = content_words(question)
-    if not words:
+    words = question_terms(question)
+    weights = [1.0 if idf is None else idf[w] for w in words]
+    total = sum(weights)
+    if not words or total <= 0:
         return 1.0
-    found = {_stem(w) for w in _WORD.findall(" ".join(passages).lower())}
-    return sum(_stem(w) in found for w in words) / len(words)
+    found = terms(" ".join(passages))
+    return sum(x for w, x in zip(words, weights) if w in found) / total
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,7 @@ class Signals:
     dense: float       # best passage cosine to the question
     support: float     # best sentence cosine to the question (-1: not measured)
     coverage: float    # share of the question's content words in the passages
+    weighted: float = 1.0   # the same share, words weighted by idf over the indexed chunks
 
 
 def decide(signals: Signals, cfg: RetrievalConfig) -> str | None:
@@ -79,7 +97,9 @@ def decide(signals: Signals, cfg: RetrievalConfig) -> str | None:
         return None
     if signals.support < cfg.abstain_sentence_below:
         return f"best sentence similarity {signals.support:.2f} < {cfg.abstain_sentence_below}"
-    if signals.support < cfg.abstain_weak_sentence_below and signals.coverage < cfg.abstain_coverage_below:
+    share = signals.weighted if cfg.abstain_coverage_idf else signals.coverage
+    if signals.support < cfg.abstain_weak_sentence_below and share < cfg.abstain_coverage_below:
+        how = "idf-weighted " if cfg.abstain_coverage_idf else ""
         return (f"best sentence similarity {signals.support:.2f} < {cfg.abstain_weak_sentence_below} and only "
-                f"{signals.coverage:.0%} of the question's words in the passages (< {cfg.abstain_coverage_below:.0%})")
+                f"{share:.0%} ({how}share) of the question's words in the passages (< {cfg.abstain_coverage_below:.0%})")
     return None

@@ -76,6 +76,9 @@ class RetrievalConfig(_Section):
     abstain_sentence_below: float = Field(0.45, ge=-1, le=1)
     abstain_weak_sentence_below: float = Field(0.60, ge=-1, le=1)
     abstain_coverage_below: float = Field(0.5, ge=0, le=1)
+    # Weigh the question's words by their inverse document frequency over the indexed chunks when
+    # measuring coverage (rare names and numbers count, common words barely); False: each word counts 1.
+    abstain_coverage_idf: bool = False
 
 
 class MemoryConfig(_Section):

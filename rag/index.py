@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from rag.abstain import terms
 from rag.catalog import CatalogStore, ChunkRef, open_catalog
 from rag.config import Config
 from rag.embeddings import Embedder
@@ -52,6 +55,9 @@ class LexicalIndex:
         logging.getLogger("bm25s").setLevel(logging.WARNING)   # bm25s sets DEBUG on its first import
         self.bm25s = bm25s
         self.ids = ids
+        self._texts = texts              # kept until the document frequencies are counted (`idf`)
+        self._df: Counter[str] | None = None
+        self._df_lock = threading.Lock()
         self.model = None
         if texts:
             self.model = bm25s.BM25()
@@ -71,6 +77,17 @@ class LexicalIndex:
         rows, scores = self.model.retrieve(tokens, k=min(k, len(self.ids)), show_progress=False, n_threads=1,
                                            weight_mask=mask)
         return [Scored(int(self.ids[r]), float(s)) for r, s in zip(rows[0], scores[0]) if s > 0]
+
+    def idf(self, words: Iterable[str]) -> dict[str, float]:
+        """Inverse document frequency over the chunks of stemmed words (rag/abstain.py `terms`: the decline
+        rule's tokens, not bm25s's, so the words it matches are the words counted). BM25's form,
+        log(1 + (N - df + 0.5) / (df + 0.5)): a word no chunk has gets the largest value."""
+        with self._df_lock:   # counted on first use, once per index generation: ingest does not pay for it
+            if self._df is None:
+                self._df = Counter(t for text in self._texts for t in terms(text))
+                self._texts = []
+        n = len(self.ids)
+        return {w: math.log(1 + (n - self._df.get(w, 0) + 0.5) / (self._df.get(w, 0) + 0.5)) for w in words}
 
 
 class DocumentIndex:
@@ -209,6 +226,12 @@ class DocumentIndex:
         with self._lock:
             lexical = self.lexical
         return lexical.search(query, k, allowed)
+
+    def idf(self, words: Iterable[str]) -> dict[str, float]:
+        """Inverse document frequency of stemmed words over the indexed chunks (see `LexicalIndex.idf`)."""
+        with self._lock:
+            lexical = self.lexical
+        return lexical.idf(words)
 
     def chunks_of_sources(self, patterns: Sequence[str]) -> np.ndarray:
         """Chunk ids of the documents whose source matches any pattern (see `source_matches`).

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from rag.abstain import Signals, coverage, decide
+from rag.abstain import Signals, coverage, decide, question_terms
 from rag.config import Config
 from rag.errors import RagError, UserInputError, one_line
 from rag.evidence import Sentence, evidence_line, focus, pick_evidence, rank_sentences, support
@@ -149,7 +149,12 @@ class Pipeline:
         dense = max((h.dense_score for h in hits), default=-1.0)
         # A chunk does not repeat its document's title: its file name and heading count as its words.
         labelled = [f"{h.text} {h.source} {h.location}" for h in sources]
-        return Signals(dense, support(ranked), coverage(" ".join(texts), labelled)), ranked
+        asked = " ".join(texts)
+        share = coverage(asked, labelled)
+        weighted = share   # document frequencies are counted only for a config that uses them
+        if self.cfg.retrieval.abstain_coverage_idf:
+            weighted = coverage(asked, labelled, self.retriever.index.idf(question_terms(asked)))
+        return Signals(dense, support(ranked), share, weighted), ranked
 
     # -- the whole answer ------------------------------------------------------------------------
     def ask(self, question: str, history: Sequence[Message] | None = None, options: AskOptions = AskOptions(),

@@ -52,3 +52,66 @@ def test_thresholds_are_validated():
 
     with pytest.raises(ValidationError):
         RetrievalConfig(abstain_coverage_below=1.5)
+
+
+def test_idf_weighted_coverage_counts_rare_words_more():
+    passages = ["The first bridge over the Seine in Paris was built in 1607."]
+    idf = {"first": 0.1, "bridge": 1.0, "seine": 3.0, "built": 0.5, "tham": 5.0, "year": 0.2}
+    # The rare name is missing: the plain share is 3/5 ("year" is missing too), weighted it is small.
+    assert coverage("What year was the first bridge over the Thames built?", passages) == pytest.approx(3 / 5)
+    assert coverage("What year was the first bridge over the Thames built?", passages, idf) == pytest.approx(1.6 / 6.8)
+    # Only a common word is missing: the weighted share stays high.
+    assert coverage("What year was the bridge over the Seine built?", passages, idf) == pytest.approx(4.5 / 4.7)
+    assert coverage("Who is he?", passages, idf) == 1.0
+
+
+def test_decide_uses_the_share_the_config_names():
+    weighted = RetrievalConfig(abstain_coverage_idf=True)
+    middling = Signals(0.50, 0.55, 0.80, 0.20)   # plain share high, weighted share low
+    assert decide(middling, CFG) is None
+    assert "idf-weighted" in decide(middling, weighted)
+    assert decide(Signals(0.50, 0.55, 0.20, 0.80), weighted) is None
+
+
+def test_lexical_index_idf_uses_the_rules_words():
+    import numpy as np
+
+    from rag.index import LexicalIndex
+
+    index = LexicalIndex(np.arange(3), ["Bridges were built over the Seine.", "The Seine flows.", "Paris is big."])
+    idf = index.idf(["seine", "bridg", "built", "thame"])
+    assert idf["bridg"] > idf["seine"]                  # "Bridges" stems to "bridg" there too: counted in 1 chunk
+    assert idf["thame"] > idf["bridg"] == idf["built"]  # a word no chunk has weighs most
+    assert LexicalIndex(np.zeros(0, dtype=np.int64), []).idf(["seine"])["seine"] > 0
+
+
+def test_pipeline_support_weighs_words_by_the_index_idf_and_reads_follow_ups_with_the_previous_turn():
+    import numpy as np
+
+    from rag.config import load_config
+    from rag.events import Hit
+    from rag.index import LexicalIndex
+    from rag.pipeline import Pipeline
+    from tests.test_evidence import PASSAGES, fake_embed
+
+    class Index:
+        embedder = type("E", (), {"embed": staticmethod(fake_embed)})()
+        lexical = LexicalIndex(np.arange(2), PASSAGES)
+
+        def idf(self, words):
+            return self.lexical.idf(words)
+
+    retriever = type("R", (), {"index": Index()})()
+    hits = [Hit("1", PASSAGES[0], "library.md", dense_score=0.8)]
+    on = Pipeline(load_config(None, ["retrieval.abstain_coverage_idf=true"]), retriever, None, None)
+    off = Pipeline(load_config(None, []), retriever, None, None)
+    # "Lindqvist" is in the passage; "lend" and "bicycles" in no chunk, so they weigh most.
+    question = "Did Lindqvist lend bicycles?"
+    s_on, _ = on.support(question, question, [], hits, hits)
+    s_off, _ = off.support(question, question, [], hits, hits)
+    assert s_on.coverage == s_off.coverage == s_off.weighted == pytest.approx(1 / 3)
+    assert s_on.weighted < s_on.coverage
+    # A follow-up is read with the previous user turn: its words count too.
+    history = [{"role": "user", "content": "Who led the library?"}, {"role": "assistant", "content": "Lindqvist."}]
+    s_follow, _ = on.support("When did it open?", "When did it open?", history, hits, hits)
+    assert s_follow.weighted == pytest.approx(1.0)
