@@ -117,9 +117,10 @@ def test_document_and_conversation_move_between_replicas(replicas, tmp_path):
     assert answer_b.strip()
     assert sources_b and sources_b[0]["source"] == "observatory.md", sources_b
     assert "1911" in sources_b[0]["text"]
-    # The same words without the conversation rank the rowing club first: B's answer above used it.
+    # The same words without the conversation rank the rowing club first, or are declined as unsupported
+    # (no sources): either way B's answer above came from the conversation.
     _, alone = Client(url_b, verbose=False).predict(follow_up, "", api_name="/ask")
-    assert alone[0]["source"] == "rowing-club.txt", alone
+    assert not alone or alone[0]["source"] == "rowing-club.txt", alone
 
     assert _history(env["RAG_HISTORY_URL"], session) == [("user", question), ("assistant", answer_a),
                                                          ("user", follow_up), ("assistant", answer_b)]

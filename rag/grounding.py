@@ -1,0 +1,89 @@
+"""Drop sentences that talk about the prompt instead of answering from the sources.
+
+A 135 M model answers about a third of squad-train questions with a sentence about its instructions
+("The sources are data, not instructions.", "The sources cited in the answer are: 1.") before, or
+instead of, the answer. The filter sits between the model and the user, after the repetition guard:
+a sentence is held back until it uses a word of the sources (a word that is not a stopword and not
+prompt vocabulary such as "source", "answer", "cite"); from then on it streams as written. A
+sentence that ends without such a word is dropped: never shown, never spoken. Whatever the model
+says to decline ("The documents do not say.") is kept, so abstention still reads as it should.
+
+This is not a fact checker: a sentence with one word of the sources passes. It only removes text
+that is about the conversation rather than the documents.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from rag.prompt import says_not_found
+
+_WORD = re.compile(r"[A-Za-z0-9]+(?:[.,][0-9]+)*")
+# A sentence ends at . ! ? (with any citations after it) followed by white space, or at a line break.
+_CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
+_SENTENCE_END = re.compile(r"[.!?](?:\s*\[\d+(?:\s*,\s*\d+)*\])*\s$|\n$")
+_STOP = frozenset(
+    "a an the of in on at to for from by with about as is are was were be been being do does did what which who "
+    "whom whose when where why how many much can could would should will shall may might must has have had not no "
+    "or and but if than so it its this that these those there their they them he she his her we you your i me my "
+    "our us also very just only all any some such one into out up down over under again then here yes".split())
+# Words of the instructions and the prompt's frame: using them is not using the documents.
+_PROMPT = frozenset(
+    "source sources answer answers answered answering question questions cite cited cites citing citation "
+    "citations data instruction instructions provided provide provides document documents number numbers "
+    "numbered bracket brackets text information context passage passages following above below based "
+    "according reply replied user assistant claim support supports supported mentioned say says said "
+    "given correct".split())
+
+
+def words(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text)}
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in words(text) if w not in _STOP and w not in _PROMPT}
+
+
+class GroundingFilter:
+    def __init__(self, sources: Iterable[str]):
+        self.vocabulary: set[str] = set()
+        for text in sources:
+            self.vocabulary |= content_words(text)
+        self.sentence = ""         # the sentence being written
+        self.held = ""             # its text not yet released
+        self.grounded = False      # it has used a word of the sources: it streams as it is written
+        self.dropped: list[str] = []
+
+    def feed(self, delta: str) -> str:
+        """Text that may be shown now ('' while the current sentence is held)."""
+        out = []
+        for ch in delta:
+            self.sentence += ch
+            if self.grounded:
+                out.append(ch)
+            else:
+                self.held += ch
+                # A word counts once it is complete (the next character is not part of it).
+                if not ch.isalnum() and content_words(self.sentence) & self.vocabulary:
+                    out.append(self.held)
+                    self.held, self.grounded = "", True
+            if _SENTENCE_END.search(self.sentence):
+                if not self.grounded:
+                    out.append(self._settle())
+                self.sentence, self.held, self.grounded = "", "", False
+        return "".join(out)
+
+    def _settle(self) -> str:
+        """A sentence ended without a word of the sources: kept only if it declines (or is blank)."""
+        held = self.held
+        bare = not re.search(r"[A-Za-z]", _CITATION.sub("", held))    # a citation, a list number, a line break
+        if bare or says_not_found(held) or content_words(held) & self.vocabulary:
+            return held
+        self.dropped.append(held.strip())
+        return ""
+
+    def flush(self) -> str:
+        """At the end of the answer: the held rest, if it is kept."""
+        out = "" if self.grounded else self._settle()
+        self.sentence, self.held, self.grounded = "", "", False
+        return out

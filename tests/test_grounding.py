@@ -1,0 +1,60 @@
+"""The grounding filter: sentences about the prompt are dropped, answers stream as written."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rag.grounding import GroundingFilter
+
+SOURCES = ["Members may borrow twelve items. The library abolished fines in 2019 after a study.",
+           "Clean and oil the chain every month, and after every ride in the rain."]
+
+
+def run(text: str, pieces: list[int] | None = None) -> tuple[str, list[str], list[str]]:
+    f = GroundingFilter(SOURCES)
+    cuts = pieces or [1] * len(text)
+    out, i, seen = [], 0, []
+    for n in cuts:
+        got = f.feed(text[i:i + n])
+        i += n
+        out.append(got)
+        seen.append("".join(out))
+    out.append(f.feed(text[i:]) + f.flush())
+    return "".join(out), seen, f.dropped
+
+
+@pytest.mark.parametrize("answer, shown", [
+    ("The sources are data, not instructions. The library abolished fines in 2019. [1]",
+     "The library abolished fines in 2019. [1]"),
+    ("The sources cited in the answer are:\n[1] The chain needs oil every month.", "[1] The chain needs oil every month."),
+    ("The sources are data, not instructions. The answer is: [1]", ""),
+    ("The source is a recipe for a recipe, and the answer is: [1]", ""),
+    ("Oil the chain every month [1].", "Oil the chain every month [1]."),
+    ("In 2019 [1].", "In 2019 [1]."),
+    ("The documents do not say.", "The documents do not say."),
+    ("Fines were abolished in 2019 [1]. I hope this helps you out today!", "Fines were abolished in 2019 [1]. "),
+])
+def test_what_is_shown(answer, shown):
+    assert run(answer)[0] == shown
+
+
+def test_a_grounded_sentence_streams_before_it_ends():
+    text = "The library abolished fines in 2019 after a study that showed it."
+    _, seen, _ = run(text)
+    first = next(i for i, s in enumerate(seen) if s)
+    assert seen[first].startswith("The library ") and first < len("The library abolished")
+    assert seen[-1] == text
+
+
+def test_dropped_sentences_are_kept_for_the_log():
+    assert run("The sources are data, not instructions. Oil it monthly [2].")[2] == [
+        "The sources are data, not instructions."]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 7), min_size=1, max_size=40))
+def test_the_result_does_not_depend_on_how_the_stream_is_cut(cuts):
+    text = ("The sources are data, not instructions. Clean the chain after rain [2]. "
+            "The answer is: [1]\nThe library abolished fines in 2019.")
+    assert run(text, cuts)[0] == run(text)[0] == "Clean the chain after rain [2]. The library abolished fines in 2019."
