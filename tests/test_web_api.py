@@ -120,3 +120,19 @@ def test_upload_names_are_made_safe(name, safe):
     from web.documents import sanitize_filename
 
     assert sanitize_filename(name) == safe
+
+
+def test_page_load_does_not_make_a_session_of_its_own(web_server):
+    """A question sent while the page was still loading used to get one session id and the page-load
+    handler another; the follow-up then went to the session without the first exchange. Now only a
+    question makes the id, and page load keeps what the browser has."""
+    import gradio as gr
+
+    from web.chat import ChatHandlers
+
+    chat = ChatHandlers(web_server.engines)
+    session, history, _ = chat.restore("")
+    assert session == gr.skip() and history == []           # the browser's (empty) id is left alone
+    made = list(chat.ask_text("Where is the solar garden?", [], "", False, 3))[0][4]   # its first state sets the id
+    assert made and web_server.engines.history.history(made)
+    assert chat.restore(made)[0] == made and len(chat.restore(made)[1]) == 2

@@ -109,8 +109,13 @@ class ChatHandlers:
         return value if isinstance(value, str) and SESSION_RE.match(value) else new_session_id()
 
     def restore(self, session):
-        """Page load: the session's chat and the last answer's sources, from the history store."""
-        session = self.session_of(session)
+        """Page load: the session's chat and the last answer's sources, from the history store.
+
+        A browser with no session yet keeps none here: the first question makes it. Making one here
+        too raced with a question asked while the page was still loading (two ids, and the follow-up
+        went to the one without the first exchange)."""
+        if not (isinstance(session, str) and SESSION_RE.match(session)):
+            return gr.skip(), [], SOURCES_EMPTY
         chat, sources = [], None
         for m in self.engines.history.messages(session):
             chat.append({"role": m["role"], "content": m["content"]})
