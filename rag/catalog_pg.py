@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -25,6 +24,7 @@ import numpy as np
 
 from rag.catalog import CatalogStore, ChunkRef, DocumentRow, NewChunk, new_catalog_id
 from rag.errors import BackendError, ConfigError
+from rag.pg import PgLink
 
 if TYPE_CHECKING:
     from rag.config import CatalogConfig
@@ -61,29 +61,15 @@ class PostgresCatalog(CatalogStore):
 
     def __init__(self, url: str, *, timeout_s: float = 5.0, pool_size: int = 4, url_from: str = "catalog.url"):
         try:
-            import psycopg
-            from psycopg.conninfo import conninfo_to_dict
-            from psycopg_pool import ConnectionPool, PoolTimeout
+            from psycopg_pool import ConnectionPool
         except ImportError as err:
             raise BackendError("a PostgreSQL catalog needs psycopg and psycopg_pool; run: "
                                "pip install 'psycopg[binary]' psycopg_pool") from err
-        self._psycopg, self._pool_timeout = psycopg, PoolTimeout
-        try:
-            params = conninfo_to_dict(url)
-        except psycopg.Error:
-            raise ConfigError(f"{url_from} is not a valid PostgreSQL URL; expected "
-                              "postgresql://USER:PASSWORD@HOST:PORT/DATABASE") from None
-        self._url, self._url_from = url, url_from
-        self._secret = str(params.get("password") or os.environ.get("PGPASSWORD") or "")
-        host = str(params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST") or "")
-        port = str(params.get("port") or os.environ.get("PGPORT") or 5432)
-        db = str(params.get("dbname") or os.environ.get("PGDATABASE") or "")
-        # "host:port/database" (host may be a socket folder); never the user or the password
-        self.where = (f"{host}:{port}" if host else f"the local socket, port {port}") + (f"/{db}" if db else "")
-        self.timeout_s = timeout_s
-        # libpq counts connect_timeout in whole seconds, 2 at least.
-        self._kwargs = {"autocommit": True, "connect_timeout": max(2, math.ceil(timeout_s)),
-                        "application_name": "voice-rag-catalog"}
+        link = PgLink(url, role="document catalog", url_from=url_from, timeout_s=timeout_s,
+                      application_name="voice-rag-catalog")
+        psycopg = link.psycopg
+        self._link, self._psycopg, self._url, self._url_from = link, psycopg, link.url, url_from
+        self._kwargs, self.where, self.timeout_s = link.kwargs, link.where, timeout_s
         with self._guard("cannot reach"), psycopg.connect(url, **self._kwargs) as conn:   # fail fast, clearly
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
@@ -99,29 +85,8 @@ class PostgresCatalog(CatalogStore):
         return f"PostgresCatalog({self.where!r})"
 
     # -- connections ------------------------------------------------------------------------
-    def _reason(self, err: BaseException) -> str:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        text = lines[0] if lines else type(err).__name__
-        if "failed: " in text:                   # 'connection to server at "h", port 1 failed: Connection refused'
-            text = text.rsplit("failed: ", 1)[1]
-        if self._secret:
-            text = text.replace(self._secret, "***")
-        return " ".join(text.split())[:200]
-
-    @contextmanager
-    def _guard(self, doing: str) -> Iterator[None]:
-        try:
-            yield
-        except self._psycopg.OperationalError as err:
-            raise BackendError(f"{doing} the document catalog database (PostgreSQL at {self.where}): "
-                               f"{self._reason(err)}; check {self._url_from} and that the server is running") from None
-        except self._psycopg.Error as err:
-            raise BackendError(f"document catalog database (PostgreSQL at {self.where}) failed: "
-                               f"{type(err).__name__}: {self._reason(err)}") from None
-        except self._pool_timeout:
-            raise BackendError(f"cannot reach the document catalog database (PostgreSQL at {self.where}) "
-                               f"within {self.timeout_s:g} s; check {self._url_from} and that the server "
-                               "is running") from None
+    def _guard(self, doing: str):
+        return self._link.guard(doing)
 
     @contextmanager
     def _conn(self, doing: str = "cannot read from"):

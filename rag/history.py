@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sqlite3
 import threading
@@ -23,7 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag.errors import BackendError, ConfigError
+from rag.errors import ConfigError
+from rag.pg import PgLink
 
 if TYPE_CHECKING:
     from rag.config import HistoryConfig
@@ -134,39 +134,14 @@ class PostgresHistory(HistoryStore):
     """
 
     def __init__(self, url: str, *, timeout_s: float = 5.0, pool_size: int = 4, url_from: str = "history.url"):
-        try:
-            import psycopg
-            from psycopg.conninfo import conninfo_to_dict
-        except ImportError as err:
-            raise BackendError("PostgreSQL chat history needs psycopg; run: pip install 'psycopg[binary]'") from err
-        self._psycopg = psycopg
-        try:
-            from psycopg_pool import PoolTimeout
-        except ImportError:
-            PoolTimeout = BackendError   # noqa: N806 - no pool: nothing raises it; BackendError passes anyway
-        self._pool_timeout = PoolTimeout
-        try:
-            params = conninfo_to_dict(url)
-        except psycopg.Error:
-            raise ConfigError(f"{url_from} is not a valid PostgreSQL URL; expected "
-                              "postgresql://USER:PASSWORD@HOST:PORT/DATABASE") from None
-        self._url = url
-        self._url_from = url_from   # where the URL came from, for the error messages
-        self._secret = str(params.get("password") or os.environ.get("PGPASSWORD") or "")
-        host = str(params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST") or "")
-        port = str(params.get("port") or os.environ.get("PGPORT") or 5432)
-        db = str(params.get("dbname") or os.environ.get("PGDATABASE") or "")
-        # "host:port/database" (host may be a socket folder); never the user or the password
-        self.where = f"{host}:{port}" if host else f"the local socket, port {port}"
-        self.where += f"/{db}" if db else ""
-        self.timeout_s = timeout_s
-        # libpq counts connect_timeout in whole seconds, 2 at least.
-        self._kwargs = {"autocommit": True, "connect_timeout": max(2, math.ceil(timeout_s)),
-                        "application_name": "voice-rag-history"}
+        link = PgLink(url, role="chat history", url_from=url_from, timeout_s=timeout_s,
+                      application_name="voice-rag-history")
+        self._link, self._psycopg, self._url, self._kwargs = link, link.psycopg, link.url, link.kwargs
+        self.where, self.timeout_s = link.where, timeout_s
         self._pool = None
         self._pool_lock = threading.Lock()
         self._pool_size = pool_size
-        with self._guard("cannot reach"), psycopg.connect(url, **self._kwargs) as conn:   # fail fast, clearly
+        with self._guard("cannot reach"), self._psycopg.connect(url, **self._kwargs) as conn:   # fail fast
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_SCHEMA_LOCK,))
                 for statement in PG_SCHEMA:
@@ -177,31 +152,8 @@ class PostgresHistory(HistoryStore):
         return f"PostgresHistory({self.where!r})"
 
     # -- connections ------------------------------------------------------------------------
-    def _reason(self, err: BaseException) -> str:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        text = lines[0] if lines else type(err).__name__
-        if "failed: " in text:                   # 'connection to server at "h", port 1 failed: Connection refused'
-            text = text.rsplit("failed: ", 1)[1]
-        if self._secret:
-            text = text.replace(self._secret, "***")
-        return " ".join(text.split())[:200]
-
-    @contextmanager
-    def _guard(self, doing: str) -> Iterator[None]:
-        try:
-            yield
-        except BackendError:
-            raise
-        except self._psycopg.OperationalError as err:
-            raise BackendError(f"{doing} the chat history database (PostgreSQL at {self.where}): "
-                               f"{self._reason(err)}; check {self._url_from} and that the server is running") from None
-        except self._psycopg.Error as err:
-            raise BackendError(f"chat history database (PostgreSQL at {self.where}) failed: "
-                               f"{type(err).__name__}: {self._reason(err)}") from None
-        except self._pool_timeout:
-            raise BackendError(f"cannot reach the chat history database (PostgreSQL at {self.where}) "
-                               f"within {self.timeout_s:g} s; check {self._url_from} and that the server "
-                               f"is running") from None
+    def _guard(self, doing: str):
+        return self._link.guard(doing)
 
     def _get_pool(self):
         if self._pool is None:
