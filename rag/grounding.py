@@ -16,17 +16,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from rag.abstain import STOPWORDS
 from rag.prompt import says_not_found
+from rag.repetition import CITATION, SENTENCE_END   # where the repetition guard ends a sentence, so do we
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:[.,][0-9]+)*")
-# A sentence ends at . ! ? (with any citations after it) followed by white space, or at a line break.
-_CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
-_SENTENCE_END = re.compile(r"[.!?](?:\s*\[\d+(?:\s*,\s*\d+)*\])*\s$|\n$")
-_STOP = frozenset(
-    "a an the of in on at to for from by with about as is are was were be been being do does did what which who "
-    "whom whose when where why how many much can could would should will shall may might must has have had not no "
-    "or and but if than so it its this that these those there their they them he she his her we you your i me my "
-    "our us also very just only all any some such one into out up down over under again then here yes".split())
+_STOP = STOPWORDS | {"yes", "us"}    # the decline rule's function words (rag/abstain.py)
 # Words of the instructions and the prompt's frame: using them is not using the documents.
 _PROMPT = frozenset(
     "source sources answer answers answered answering question questions cite cited cites citing citation "
@@ -67,7 +62,7 @@ class GroundingFilter:
                 if not ch.isalnum() and content_words(self.sentence) & self.vocabulary:
                     out.append(self.held)
                     self.held, self.grounded = "", True
-            if _SENTENCE_END.search(self.sentence):
+            if SENTENCE_END.search(self.sentence):
                 if not self.grounded:
                     out.append(self._settle())
                 self.sentence, self.held, self.grounded = "", "", False
@@ -76,7 +71,7 @@ class GroundingFilter:
     def _settle(self) -> str:
         """A sentence ended without a word of the sources: kept only if it declines (or is blank)."""
         held = self.held
-        bare = not re.search(r"[A-Za-z]", _CITATION.sub("", held))    # a citation, a list number, a line break
+        bare = not re.search(r"[A-Za-z]", CITATION.sub("", held))    # a citation, a list number, a line break
         if bare or says_not_found(held) or content_words(held) & self.vocabulary:
             return held
         self.dropped.append(held.strip())

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import re
 
-_END = re.compile(r"[.!?](?:\s*\[\d+(?:\s*,\s*\d+)*\])*\s$|\n$")
-_CITE = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
+SENTENCE_END = re.compile(r"[.!?](?:\s*\[\d+(?:\s*,\s*\d+)*\])*\s$|\n$")
+CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
 
 
 def _norm(text: str) -> str:
-    return " ".join(_CITE.sub(" ", text).lower().split())
+    return " ".join(CITATION.sub(" ", text).lower().split())
 
 
 class RepetitionGuard:
@@ -37,7 +37,7 @@ class RepetitionGuard:
                 break
             self.sentence += ch
             self.held += ch
-            if _END.search(self.sentence):
+            if SENTENCE_END.search(self.sentence):
                 done = _norm(self.sentence)
                 if len(done) >= self.min_chars and done in self.seen:
                     self.stopped = True
