@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,8 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rag.catalog import CatalogStore, ChunkRef, DocumentRow, NewChunk, new_catalog_id
-from rag.errors import BackendError, ConfigError
-from rag.pg import PgLink
+from rag.errors import BackendError
+from rag.pg import PgLink, configured_url
 
 if TYPE_CHECKING:
     from rag.config import CatalogConfig
@@ -307,10 +306,5 @@ class PostgresCatalog(CatalogStore):
 
 
 def open_postgres_catalog(cfg: CatalogConfig) -> PostgresCatalog:
-    url, url_from = cfg.url, "catalog.url"
-    if not url:
-        url, url_from = os.environ.get(cfg.url_env), f"${cfg.url_env}"
-    if not url:
-        raise ConfigError(f"catalog.backend is postgres but no URL is set: set catalog.url or the "
-                          f"environment variable {cfg.url_env} (postgresql://USER:PASSWORD@HOST:5432/DATABASE)")
+    url, url_from = configured_url("catalog", cfg)
     return PostgresCatalog(url, timeout_s=cfg.timeout_s, pool_size=cfg.pool_size, url_from=url_from)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -22,8 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag.errors import ConfigError
-from rag.pg import PgLink
+from rag.pg import PgLink, configured_url
 
 if TYPE_CHECKING:
     from rag.config import HistoryConfig
@@ -218,10 +216,5 @@ def open_history(cfg: HistoryConfig, data_dir: Path) -> HistoryStore:
     """The configured store: SQLite at <data_dir>/history.sqlite, or PostgreSQL at history.url / $url_env."""
     if cfg.backend == "sqlite":
         return SqliteHistory(Path(data_dir) / "history.sqlite")
-    url, url_from = cfg.url, "history.url"
-    if not url:
-        url, url_from = os.environ.get(cfg.url_env), f"${cfg.url_env}"
-    if not url:
-        raise ConfigError(f"history.backend is postgres but no URL is set: set history.url or the "
-                          f"environment variable {cfg.url_env} (postgresql://USER:PASSWORD@HOST:5432/DATABASE)")
+    url, url_from = configured_url("history", cfg)
     return PostgresHistory(url, timeout_s=cfg.timeout_s, pool_size=cfg.pool_size, url_from=url_from)

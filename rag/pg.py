@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 from rag.errors import BackendError, ConfigError
 
@@ -70,3 +71,20 @@ class PgLink:
             raise BackendError(f"cannot reach the {self.role} database (PostgreSQL at {self.where}) "
                                f"within {self.timeout_s:g} s; check {self.url_from} and that the server "
                                "is running") from None
+
+
+class _UrlSettings(Protocol):
+    url: str | None
+    url_env: str
+
+
+def configured_url(section: str, cfg: _UrlSettings) -> tuple[str, str]:
+    """(URL, where it came from) for a `<section>.backend: postgres` setting: `<section>.url`, else the
+    environment variable the section names, so passwords can stay out of files."""
+    if cfg.url:
+        return cfg.url, f"{section}.url"
+    url = os.environ.get(cfg.url_env)
+    if not url:
+        raise ConfigError(f"{section}.backend is postgres but no URL is set: set {section}.url or the "
+                          f"environment variable {cfg.url_env} (postgresql://USER:PASSWORD@HOST:5432/DATABASE)")
+    return url, f"${cfg.url_env}"

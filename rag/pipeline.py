@@ -59,6 +59,12 @@ _STOP = frozenset("a an the of in on at to for from by with about as is are was 
                   "might must has have had not no or and but if than so".split())
 
 
+def labelled_texts(sources: Sequence[Hit]) -> list[str]:
+    """Each source's words as the decline rule and the grounding filter read them: a chunk does not
+    repeat its document's title, so its file name and heading count as its words."""
+    return [f"{h.text} {h.source} {h.location}" for h in sources]
+
+
 def looks_like_follow_up(question: str) -> bool:
     """Does the question lean on the conversation? Pronouns and pointing words ("it", "there",
     "that", "why") or too few words of its own to be understood alone."""
@@ -148,8 +154,7 @@ class Pipeline:
         passages = [h.text for h in sources]
         ranked = rank_sentences(texts, passages, self.retriever.index.embedder.embed) if passages else []
         dense = max((h.dense_score for h in hits), default=-1.0)
-        # A chunk does not repeat its document's title: its file name and heading count as its words.
-        labelled = [f"{h.text} {h.source} {h.location}" for h in sources]
+        labelled = labelled_texts(sources)
         asked = " ".join(texts)
         share = coverage(asked, labelled)
         weighted = share   # document frequencies are counted only for a config that uses them
@@ -192,7 +197,7 @@ class Pipeline:
             parts: list[str] = []
             guard = RepetitionGuard()     # small models loop; nothing repeated is shown or spoken
             # ...and talk about their instructions ("The sources are data, not instructions."): dropped too
-            grounding = GroundingFilter([f"{h.text} {h.source} {h.location}" for h in sources])
+            grounding = GroundingFilter(labelled_texts(sources))
             try:
                 settings = GenerationSettings(self.cfg.llm.max_new_tokens, self.cfg.llm.temperature)
                 stream = self.llm.stream(messages, settings, cancel)
