@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from rag.config import load_config
-from rag.errors import RagError, UserInputError, one_line
+from common.errors import RagError, UserInputError, one_line
 
 log = logging.getLogger("app")
 
@@ -109,7 +109,7 @@ def _emit(obj: dict) -> None:
 
 
 def cmd_ingest(engines, args) -> int:
-    from rag.ingest import wipe_index
+    from rag.ingest.ingestor import wipe_index
 
     if args.list:
         docs = engines.index.catalog.documents()
@@ -217,7 +217,7 @@ def _ask_once(engines, question, history, args, stream_text: bool) -> dict:
         elif isinstance(event, Done):
             done = event
     if speak:
-        from tts.wav import write_wav
+        from common.wav import write_wav
 
         import numpy as np
         rate = audio[0].sample_rate if audio else 22050
@@ -259,7 +259,7 @@ def cmd_ask(engines, args) -> int:
 def cmd_migrate(engines, args) -> int:
     copied = None
     if args.catalog_from:
-        from rag.catalog_copy import copy_catalog
+        from rag.index.catalog_copy import copy_catalog
 
         copied = copy_catalog(engines.cfg, args.catalog_from, replace=args.replace,
                               dimension=lambda: engines.embedder.dimension)
@@ -291,7 +291,7 @@ def cmd_transcribe(engines, args) -> int:
 
 
 def cmd_say(engines, args) -> int:
-    from tts.wav import write_wav
+    from common.wav import write_wav
 
     text = " ".join(args.text.split())
     if not text:

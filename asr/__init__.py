@@ -6,7 +6,7 @@
 
 Backends are imported only when chosen, so importing this package is cheap and never loads a model.
 """
-from asr.audio import load_audio
+from common.audio import load_audio
 from asr.base import Transcriber, Transcript, load_transcriber
 
 __all__ = ["Transcriber", "Transcript", "load_audio", "load_transcriber"]

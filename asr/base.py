@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Callable, Union
 
 import numpy as np
 
-from asr.audio import TARGET_RATE, as_samples
-from rag.errors import BackendError, NoSpeechError, RagError
+from common.audio import TARGET_RATE, as_samples
+from common.errors import BackendError, NoSpeechError, RagError
 
 if TYPE_CHECKING:
     from rag.config import ASRConfig

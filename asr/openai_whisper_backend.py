@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from asr.base import Transcriber
-from rag.errors import BackendError
+from common.errors import BackendError
 
 if TYPE_CHECKING:
     from rag.config import ASRConfig

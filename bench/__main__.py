@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown benchmark(s) {', '.join(unknown)}; known: all, {', '.join(BENCHMARKS)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:   # bm25s sets its own logger to DEBUG when imported (after rag/index.py quietened it)
+    try:   # bm25s sets its own logger to DEBUG when imported (after rag/index/document_index.py quietened it)
         import bm25s  # noqa: F401
     except ImportError:
         pass

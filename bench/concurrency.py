@@ -2,7 +2,7 @@
 
 At each level (1, 2, 4, 8 questions at once) the requests start together (a barrier) and every
 timing is taken from that common start, so time spent queued behind the model's gate counts. The
-local llama.cpp model runs one generation at a time (rag/llm.py Gate): aggregate tokens/s should stay
+local llama.cpp model runs one generation at a time (rag/models/llm.py Gate): aggregate tokens/s should stay
 flat while first-token time grows with the queue. Questions are SQuAD questions the retriever does
 not abstain on (an abstention skips the model and would flatter the figures).
 --quick: levels 1 and 2, short prompts and answers.

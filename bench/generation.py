@@ -1,9 +1,9 @@
 """LLM generation speed per backend: time to first token and decode tokens/s at 300 / 1,200 / 3,000
 prompt tokens (n_ctx 4096), through the app's own ChatModel.stream.
 
-Backends: llamacpp (default), transformers (rag/llm_hf.py: the same GGUF as a float32 copy) and openai
+Backends: llamacpp (default), transformers (rag/models/llm_hf.py: the same GGUF as a float32 copy) and openai
 (a llama_cpp.server started on loopback for the run). Each prompt is the app's answer prompt
-(rag/prompt.py) filled with SQuAD text up to the target length, and asks for a long summary so the
+(rag/answer/prompt.py) filled with SQuAD text up to the target length, and asks for a long summary so the
 model writes `max_new_tokens`. Every repetition uses different text: llama.cpp reuses the KV cache
 of a repeated prefix, which would hide the prompt cost. The backends run in turns, repetition by
 repetition, so load changes hit all of them alike. Tokens are counted with the model's tokenizer.
@@ -78,7 +78,7 @@ def uses_cuda(llm) -> bool:
 def prompts(ev, count_tokens, target_tokens: int, reps: int) -> list[list[dict]]:
     """`reps` answer prompts of about `target_tokens`, each over different documents."""
     from rag.events import Hit
-    from rag.prompt import answer_messages
+    from rag.answer.prompt import answer_messages
 
     texts = [(ev.docs / n).read_text(encoding="utf-8") for n in ev.doc_names()]
     texts = [t for t in texts if len(t) > 4 * target_tokens + 2000] or texts
@@ -98,7 +98,7 @@ def prompts(ev, count_tokens, target_tokens: int, reps: int) -> list[list[dict]]
 
 
 def measure(llm, messages, max_new: int, count_tokens) -> dict:
-    from rag.llm import GenerationSettings
+    from rag.models.llm import GenerationSettings
 
     t0 = time.perf_counter()
     first = last = None
@@ -159,7 +159,7 @@ def run(ctx: Context) -> Section:
     assert n_ctx >= 4096, "n_ctx must hold the 3,000-token prompt"
     ref = base.llm                       # llama.cpp: loads in 0.1 s; its tokenizer counts for every backend
     count = ref.count_tokens
-    from rag.shipped import resolve
+    from common.shipped import resolve
 
     gguf = resolve(base.cfg.llm.model, base.cache_dir)
     backends, server = {"llamacpp": ref}, None
@@ -173,7 +173,7 @@ def run(ctx: Context) -> Section:
 
     torch_threads = torch.get_num_threads()   # the transformers backend sets it for the whole process
     try:
-        import rag.llm_hf  # noqa: F401
+        import rag.models.llm_hf  # noqa: F401
 
         t = time.perf_counter()
         backends["transformers"] = engines(data, "llm.backend=transformers").llm

@@ -6,7 +6,7 @@
 2. The same folder again with nothing changed, then with ONE file edited: the re-ingest must take
    at most 5 % of the full ingest (target), because only the changed file is read, chunked and embedded.
 3. Embedding runtimes, side by side in this run: torch (default), onnx, onnx-int8
-   (`embeddings.runtime`, rag/embeddings.py). Pure embedding throughput on the same chunk texts, in
+   (`embeddings.runtime`, rag/models/embeddings.py). Pure embedding throughput on the same chunk texts, in
    interleaved rounds so every runtime sees the same load; a full ingest of the folder with each; and
    the answer-recall@5 each index keeps on squad-train (hybrid, as the app searches, and dense only).
 --quick: the smallest document of the quick eval set -> 5 files, 12 questions.
@@ -113,7 +113,7 @@ def run(ctx: Context) -> Section:
     _, texts = eng.index.catalog.all_texts()
     sample = texts[: (24 if ctx.quick else 480)]
     embedders, load_s = {}, {"torch": torch_load_s}
-    from rag.errors import BackendError
+    from common.errors import BackendError
 
     for rt in RUNTIMES[1:]:
         t = time.perf_counter()

@@ -7,7 +7,7 @@
 3. Abstention: 20 of the 40 documents indexed (every other one). Questions about the other 20 have
    no answer in the index and should be declined ("The documents do not say."); questions about the
    indexed 20 should be answered (declining them is a false abstention).
-4. The decline rule (rag/abstain.py) is measured with every rule off: each question's signals (best
+4. The decline rule (rag/answer/abstain.py) is measured with every rule off: each question's signals (best
    passage cosine, best sentence cosine, share of its words in the passages, plain and weighted by
    idf over the indexed chunks) are recorded, and a
    sample is asked once to see whether the model itself declines; then for any thresholds the app's
@@ -58,7 +58,7 @@ def f1(prediction: str, answers: list[str]) -> float:
 def ask(pipeline, question: str) -> dict:
     from rag.events import Done, Failed
     from rag.pipeline import AskOptions
-    from rag.prompt import cited_numbers
+    from rag.answer.prompt import cited_numbers
 
     t = time.perf_counter()
     for event in pipeline.ask(question, [], AskOptions()):
@@ -75,13 +75,13 @@ _EVIDENCE = re.compile(r"\n\n(?:Source|Closest passage) \[\d+\]: \"")
 
 
 def model_words(answer: str) -> str:
-    """The model's part of an answer, without the evidence quote the pipeline appends (rag/evidence.py)."""
+    """The model's part of an answer, without the evidence quote the pipeline appends (rag/answer/evidence.py)."""
     return _EVIDENCE.split(answer, maxsplit=1)[0]
 
 
 def signals(pipeline, question: str) -> dict:
     """The decline rule's inputs for a question, as `Pipeline.ask` computes them."""
-    from rag.prompt import fit_sources
+    from rag.answer.prompt import fit_sources
 
     cfg = pipeline.cfg
     standalone, hits = pipeline.search(question, [], None, rewrite=False)
@@ -98,7 +98,7 @@ def halves(names: list[str]) -> tuple[set[str], set[str]]:
 
 
 def rule_rates(rows_held: list[dict], rows_ans: list[dict], retrieval, with_llm: bool = False) -> tuple[float, float]:
-    from rag.abstain import Signals, decide
+    from rag.answer.abstain import Signals, decide
 
     def declined(r: dict) -> bool:
         return (decide(Signals(r["score"], r["support"], r["coverage"], r["weighted"]), retrieval) is not None
@@ -247,7 +247,7 @@ def run(ctx: Context) -> Section:
              ("  same, words weighted by idf over the indexed chunks"
               + (" (current default)" if retrieval.abstain_coverage_idf else ""),
               retrieval.model_copy(update=dict(abstain_coverage_idf=True)))]
-    t3 = Table(f"Decline rule (rag/abstain.py), rule alone: {len(H)} questions about the 20 documents NOT indexed, "
+    t3 = Table(f"Decline rule (rag/answer/abstain.py), rule alone: {len(H)} questions about the 20 documents NOT indexed, "
                f"{len(A)} about the 20 indexed; document halves A / B (every other document)",
                ["rule", "abstention", "false abstention", "abstention A", "false A", "abstention B", "false B"])
     for label, rule in rules:

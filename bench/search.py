@@ -1,4 +1,4 @@
-"""Dense search at scale: flat (exact) vs HNSW through rag/store.py's FaissStore.
+"""Dense search at scale: flat (exact) vs HNSW through rag/index/vectors.py's FaissStore.
 
 Synthetic L2-normalised 384-d vectors (the embedder's dimension) at 10^3 .. 10^6 chunks (--quick:
 10^3, 10^4), two kinds: uniformly random directions (the worst case for HNSW recall: no structure
@@ -45,7 +45,7 @@ def vectors(kind: str, n: int, seed: int) -> np.ndarray:
 
 def make_store(kind: str):
     from rag.config import VectorStoreConfig
-    from rag.store import FaissStore
+    from rag.index.vectors import FaissStore
 
     return FaissStore(VectorStoreConfig(index=kind), DIM, temp_dir("search"))
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rag.errors import ConfigError
+from common.errors import ConfigError
 
 
 class _Section(BaseModel):
@@ -43,7 +43,7 @@ DEVICE_PATTERN = r"^(cpu|auto|cuda(:[0-9]+)?)$"
 class EmbeddingsConfig(_Section):
     backend: Literal["sentence-transformers"] = "sentence-transformers"
     model: str = "shipped:all-MiniLM-L6-v2"
-    # cpu, cuda, cuda:N, or auto: the GPU the placement plan picks (rag/placement.py), else the CPU.
+    # cpu, cuda, cuda:N, or auto: the GPU the placement plan picks (rag/models/placement.py), else the CPU.
     device: str = Field("cpu", pattern=DEVICE_PATTERN)
     batch_size: int = Field(32, ge=1)
     # torch: the model as sentence-transformers loads it. onnx: the same weights exported once to ONNX
@@ -69,7 +69,7 @@ class RetrievalConfig(_Section):
     # Below this best passage cosine similarity the documents are taken not to hold the answer, and the
     # model is not asked (the coarse first gate; swept by bench/quality.py).
     abstain_below: float = Field(0.30, ge=-1, le=1)
-    # A second look at the passages the model would get (rag/abstain.py): decline when no single
+    # A second look at the passages the model would get (rag/answer/abstain.py): decline when no single
     # sentence is close to the question, or when the best is middling and most of the question's
     # words are missing. Chosen on half the squad-train documents, checked on the other half
     # (bench/quality.py); -1 turns a rule off.
@@ -117,11 +117,11 @@ class PromptConfig(_Section):
     max_sources: int | None = Field(None, ge=1)
     max_question_chars: int = Field(4000, ge=10)
     # After the model's answer, quote the sentence of the sources that best matches the question
-    # (rag/evidence.py), verbatim with its [n]: shown, never spoken. On squad-train the model's words hold
+    # (rag/answer/evidence.py), verbatim with its [n]: shown, never spoken. On squad-train the model's words hold
     # the gold answer about 0.25-0.3 of the time, that sentence about 0.6 (bench/RESULTS.md, "quality").
     evidence: bool = True
     # The model reads only the N sentences of the sources that best match the question (each source
-    # keeps at least its best; rag/evidence.py `focus`): on squad-train as accurate as 2 whole passages
+    # keeps at least its best; rag/answer/evidence.py `focus`): on squad-train as accurate as 2 whole passages
     # (gold in the model's words 0.24 vs 0.25, token F1 0.053 vs 0.047) from a prompt 2.4x shorter, so
     # the first word comes sooner. None: whole passages.
     focus_sentences: int | None = Field(3, ge=1)

@@ -30,9 +30,9 @@ class Engines:
 
     @cached_property
     def placement(self):
-        """Where the chat model, the embedder and Whisper go (rag/placement.py): decided once, before
+        """Where the chat model, the embedder and Whisper go (rag/models/placement.py): decided once, before
         the first of them loads, and logged as one block so a start-up log shows the whole plan."""
-        from rag.placement import plan_engines
+        from rag.models.placement import plan_engines
 
         plan = self._load("placement plan", lambda: plan_engines(self.cfg, self.cache_dir))
         log.info("%s", "\n".join(plan.describe()))
@@ -41,26 +41,26 @@ class Engines:
     @cached_property
     def placed(self) -> Config:
         """The config with every `auto` device resolved from `placement`; models load from this."""
-        from rag.placement import apply_plan
+        from rag.models.placement import apply_plan
 
         return apply_plan(self.cfg, self.placement)
 
     @cached_property
     def embedder(self):
-        from rag.embeddings import load_embedder
+        from rag.models.embeddings import load_embedder
 
         cfg = self.placed.embeddings    # the plan first: it is logged before any model loads
         return self._load("embedder", lambda: load_embedder(cfg, self.cache_dir))
 
     @cached_property
     def index(self):
-        from rag.index import DocumentIndex
+        from rag.index.document_index import DocumentIndex
 
         return self._load("index", lambda: DocumentIndex(self.cfg, self.embedder))
 
     @cached_property
     def ingestor(self):
-        from rag.ingest import Ingestor
+        from rag.ingest.ingestor import Ingestor
 
         return Ingestor(self.index, self.cfg)
 
@@ -72,7 +72,7 @@ class Engines:
 
     @cached_property
     def llm(self):
-        from rag.llm import load_chat_model
+        from rag.models.llm import load_chat_model
 
         cfg = self.placed.llm
         return self._load(f"chat model ({cfg.backend})", lambda: load_chat_model(cfg, self.cache_dir, self.placement))

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-from rag.errors import BackendError, ConfigError
+from common.errors import BackendError, ConfigError
 
 
 class PgLink:

@@ -14,16 +14,16 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from rag.abstain import Signals, coverage, decide, question_terms
+from rag.answer.abstain import Signals, coverage, decide, question_terms
 from rag.config import Config
-from rag.errors import RagError, UserInputError, one_line
-from rag.evidence import Sentence, evidence_line, focus, pick_evidence, rank_sentences, support
+from common.errors import RagError, UserInputError, one_line
+from rag.answer.evidence import Sentence, evidence_line, focus, pick_evidence, rank_sentences, support
 from rag.events import AudioChunk, Done, Event, Failed, Hit, Notice, Queued, Retrieved, SentenceReady, TextDelta
-from rag.llm import ChatModel, GenerationSettings
-from rag.prompt import (NOT_FOUND, answer_messages, best_supporting_source, cited_numbers, clean_rewrite,
+from rag.models.llm import ChatModel, GenerationSettings
+from rag.answer.prompt import (NOT_FOUND, answer_messages, best_supporting_source, cited_numbers, clean_rewrite,
                         fit_sources, rewrite_messages, says_not_found)
-from rag.grounding import GroundingFilter
-from rag.repetition import RepetitionGuard
+from rag.answer.grounding import GroundingFilter
+from rag.answer.repetition import RepetitionGuard
 from rag.retrieve import Query, Retriever
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class Pipeline:
 
     def should_abstain(self, hits: list[Hit], signals: Signals | None = None) -> bool:
         """Decline without asking the model? With `signals` (from `support`) the full rule of
-        rag/abstain.py; without, the passage similarity alone."""
+        rag/answer/abstain.py; without, the passage similarity alone."""
         if not hits:
             return True
         reason = decide(signals or Signals(max(h.dense_score for h in hits), -1.0, 1.0), self.cfg.retrieval)
@@ -277,7 +277,7 @@ class _Speaker:
     spoken while the model writes the next. Events come back in order through a queue."""
 
     def __init__(self, synthesizer, mark, max_chars: int = 300):
-        from tts.sentences import SentenceSplitter, speakable
+        from common.sentences import SentenceSplitter, speakable
 
         self.synth = synthesizer
         self.mark = mark

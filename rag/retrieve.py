@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from rag.config import RetrievalConfig
 from rag.events import Hit
-from rag.index import DocumentIndex
+from rag.index.document_index import DocumentIndex
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Retriever:
 
     def search(self, queries: list[Query], k: int | None = None, sources: Sequence[str] = ()) -> list[Hit]:
         """`sources`: only search documents whose source matches one of these patterns (globs,
-        exact sources or folder prefixes; see rag.index.source_matches)."""
+        exact sources or folder prefixes; see rag.index.document_index.source_matches)."""
         k = k or self.cfg.k
         self.index.refresh()       # pick up another process's ingest
         allowed = self.index.chunks_of_sources(sources) if sources else None

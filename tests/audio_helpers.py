@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tts.wav import write_wav
+from common.wav import write_wav
 
 
 def need(tool: str) -> str:

@@ -128,7 +128,7 @@ def pg_server():
 def close_pg_catalogs(monkeypatch):
     """Closes every PostgreSQL catalog a test opened (engines do not close theirs; a pool left to the
     garbage collector complains from its own thread)."""
-    from rag.catalog_pg import PostgresCatalog
+    from rag.index.catalog_pg import PostgresCatalog
 
     opened: list[PostgresCatalog] = []
     original = PostgresCatalog.__init__

@@ -1,9 +1,9 @@
-"""rag/abstain.py: the decline rule's signals and thresholds (pure functions, no models)."""
+"""rag/answer/abstain.py: the decline rule's signals and thresholds (pure functions, no models)."""
 from __future__ import annotations
 
 import pytest
 
-from rag.abstain import Signals, content_words, coverage, decide
+from rag.answer.abstain import Signals, content_words, coverage, decide
 from rag.config import RetrievalConfig
 
 CFG = RetrievalConfig()   # abstain_below 0.30, sentence 0.45, weak sentence 0.60, coverage 0.5
@@ -76,7 +76,7 @@ def test_decide_uses_the_share_the_config_names():
 def test_lexical_index_idf_uses_the_rules_words():
     import numpy as np
 
-    from rag.index import LexicalIndex
+    from rag.index.document_index import LexicalIndex
 
     index = LexicalIndex(np.arange(3), ["Bridges were built over the Seine.", "The Seine flows.", "Paris is big."])
     idf = index.idf(["seine", "bridg", "built", "thame"])
@@ -90,7 +90,7 @@ def test_pipeline_support_weighs_words_by_the_index_idf_and_reads_follow_ups_wit
 
     from rag.config import load_config
     from rag.events import Hit
-    from rag.index import LexicalIndex
+    from rag.index.document_index import LexicalIndex
     from rag.pipeline import Pipeline
     from tests.test_evidence import PASSAGES, fake_embed
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from asr import Transcript, load_audio, load_transcriber
-from asr.audio import TARGET_RATE
+from common.audio import TARGET_RATE
 from rag.config import ASRConfig
-from rag.errors import AudioError, BackendError, NoSpeechError, UserInputError
+from common.errors import AudioError, BackendError, NoSpeechError, UserInputError
 from tests.audio_helpers import (espeak_stdout_bytes, espeak_wav, ffmpeg, ffmpeg_pipe, hibari_wav,
                                  silence_wav, sox, wer)
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from pg_server import PASSWORD, free_port, pg_server, pg_url  # noqa: F401 - pg_server: fixture
 
-from rag.catalog import CatalogStore, NewChunk, SqliteCatalog, open_catalog
+from rag.index.catalog import CatalogStore, NewChunk, SqliteCatalog, open_catalog
 from rag.config import CatalogConfig
-from rag.errors import BackendError, ConfigError, IndexMismatchError
+from common.errors import BackendError, ConfigError, IndexMismatchError
 
 DIM = 4
 
@@ -33,7 +33,7 @@ def opener(request, tmp_path):
             return opened[-1]
         (tmp_path / "index").mkdir()
     else:
-        from rag.catalog_pg import PostgresCatalog
+        from rag.index.catalog_pg import PostgresCatalog
 
         url = fresh_pg_url(request.getfixturevalue("pg_server"))
 

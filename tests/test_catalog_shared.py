@@ -9,7 +9,7 @@ import pytest
 from conftest import engines_like
 from pg_server import close_pg_catalogs, pg_server  # noqa: F401 - fixtures
 
-from rag.ingest import wipe_index
+from rag.ingest.ingestor import wipe_index
 
 
 @pytest.fixture()
@@ -41,7 +41,7 @@ def count_calls(monkeypatch, cls, name: str) -> list:
 
 
 def test_replicas_see_each_others_ingest_and_keep_only_caches(base_engines, folder, tmp_path, shared, monkeypatch):
-    from rag.store import FaissStore
+    from rag.index.vectors import FaissStore
 
     replica_a = engines_like(base_engines, tmp_path / "a", *shared)
     replica_b = engines_like(base_engines, tmp_path / "b", *shared)
@@ -67,7 +67,7 @@ def test_replicas_see_each_others_ingest_and_keep_only_caches(base_engines, fold
 
 def test_qdrant_generation_marker_lives_in_qdrant(base_engines, folder, tmp_path, shared, monkeypatch):
     pytest.importorskip("qdrant_client")
-    from rag.store_qdrant import QdrantStore
+    from rag.index.vectors_qdrant import QdrantStore
 
     qdrant = (*shared, "vector_store.backend=qdrant")
     first = engines_like(base_engines, tmp_path / "a", *qdrant)
@@ -88,7 +88,7 @@ def test_shared_qdrant_is_rebuilt_only_by_the_lock_holder(base_engines, folder, 
     """A replica that finds a shared Qdrant behind the catalog while another replica writes leaves it to
     that writer (which saves the marker when done) and rebuilds it only once the lock is free."""
     pytest.importorskip("qdrant_client")
-    from rag.store_qdrant import QdrantStore
+    from rag.index.vectors_qdrant import QdrantStore
 
     writer = engines_like(base_engines, tmp_path / "writer", *shared)
     writer.ingestor.ingest([str(folder)], progress=False)
@@ -123,12 +123,12 @@ def _drop_lock_connection(url: str) -> None:
 
 
 def test_lost_lock_connection_does_not_hide_the_original_error(pg_server, close_pg_catalogs, caplog):
-    from rag.catalog_pg import PostgresCatalog
-    from rag.errors import BackendError
+    from rag.index.catalog_pg import PostgresCatalog
+    from common.errors import BackendError
 
     url = pg_server.create_database("unlock_" + uuid.uuid4().hex[:12])
     catalog = PostgresCatalog(url)
-    with pytest.raises(ValueError, match="the ingest failed"), caplog.at_level("WARNING", "rag.catalog_pg"):
+    with pytest.raises(ValueError, match="the ingest failed"), caplog.at_level("WARNING", "rag.index.catalog_pg"):
         with catalog.writer():
             _drop_lock_connection(url)
             raise ValueError("the ingest failed")

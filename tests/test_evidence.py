@@ -1,4 +1,4 @@
-"""rag/evidence.py: sentence ranking and the evidence line (a fake embedder: bag of words)."""
+"""rag/answer/evidence.py: sentence ranking and the evidence line (a fake embedder: bag of words)."""
 from __future__ import annotations
 
 import re
@@ -6,7 +6,7 @@ import re
 import numpy as np
 
 from rag.events import Hit
-from rag.evidence import Sentence, evidence_line, focus, pick_evidence, rank_sentences, sentences_of, support
+from rag.answer.evidence import Sentence, evidence_line, focus, pick_evidence, rank_sentences, sentences_of, support
 
 VOCAB: dict[str, int] = {}
 

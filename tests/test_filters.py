@@ -9,11 +9,11 @@ from conftest import engines_like
 from test_cli import run
 
 from rag.config import VectorStoreConfig
-from rag.errors import UserInputError
+from common.errors import UserInputError
 from rag.events import Done
-from rag.index import source_matches
+from rag.index.document_index import source_matches
 from rag.pipeline import AskOptions
-from rag.store import FaissStore
+from rag.index.vectors import FaissStore
 
 PANELS = "How many panels does the solar garden have?"
 

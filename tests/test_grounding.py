@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rag.grounding import GroundingFilter
+from rag.answer.grounding import GroundingFilter
 
 SOURCES = ["Members may borrow twelve items. The library abolished fines in 2019 after a study.",
            "Clean and oil the chain every month, and after every ride in the rain."]

@@ -12,7 +12,7 @@ from conftest import make_config
 from pg_server import DATABASE, PASSWORD, USER, free_port, pg_server, pg_url  # noqa: F401 - pg_server: fixture
 
 from rag.config import HistoryConfig
-from rag.errors import BackendError, ConfigError
+from common.errors import BackendError, ConfigError
 from rag.events import Done
 from rag.history import HistoryStore, PostgresHistory, SqliteHistory, open_history
 

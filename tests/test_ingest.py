@@ -16,7 +16,7 @@ from conftest import engines_like
 from doc_helpers import write_docx, write_encrypted_pdf, write_pdf
 from pg_server import close_pg_catalogs, pg_server  # noqa: F401 - fixtures; the server starts only for postgres
 
-from rag.errors import IndexMismatchError
+from common.errors import IndexMismatchError
 
 
 @pytest.fixture()

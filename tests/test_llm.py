@@ -8,8 +8,8 @@ import time
 import pytest
 
 from rag.config import LLMConfig
-from rag.errors import BackendError, BusyError
-from rag.llm import GenerationSettings, LlamaCppModel, fold_system, load_chat_model
+from common.errors import BackendError, BusyError
+from rag.models.llm import GenerationSettings, LlamaCppModel, fold_system, load_chat_model
 
 SYSTEM = {"role": "system", "content": "Answer from the context only."}
 MAYOR = [SYSTEM, {"role": "user", "content": "Context: The mayor is Helen Ward.\n\nQuestion: Who is the mayor?"}]
@@ -103,7 +103,7 @@ def test_a_client_that_goes_away_stops_generation(hf):
 def test_requests_go_to_the_least_busy_replica(hf):
     """Two replicas sharing the CPU weights (a GPU box has one per card): two concurrent requests
     are spread over both, and each gets its own streamer and its own answer."""
-    from rag.llm_hf import _Replica
+    from rag.models.llm_hf import _Replica
 
     extra = _Replica(hf.replicas[0].model, "cpu-2")
     hf.replicas.append(extra)

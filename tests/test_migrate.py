@@ -34,7 +34,7 @@ def postgres(pg_server, close_pg_catalogs):
 
 
 def migrate(source, target_cfg, **kwargs):
-    from rag.catalog_copy import copy_catalog
+    from rag.index.catalog_copy import copy_catalog
 
     return copy_catalog(target_cfg, source.cfg.data_path, dimension=lambda: source.embedder.dimension, **kwargs)
 
@@ -74,8 +74,8 @@ def test_migrated_catalog_answers_the_same(base_engines, source, postgres, tmp_p
 
 
 def test_interrupted_copy_leaves_the_target_as_it_was(source, postgres, tmp_path, monkeypatch):
-    import rag.catalog_copy as copy
-    from rag.catalog import open_catalog
+    import rag.index.catalog_copy as copy
+    from rag.index.catalog import open_catalog
 
     cfg = make_config(tmp_path / "target", *postgres)
     rows = copy._rows
@@ -139,7 +139,7 @@ def test_cli_migrate_json(source, postgres, tmp_path):
 
 def test_into_another_sqlite_data_dir(base_engines, source, tmp_path):
     """The copy works into any configured catalog; into the source itself it is refused."""
-    from rag.errors import UserInputError
+    from common.errors import UserInputError
 
     migrate(source, make_config(tmp_path / "copy", "documents.folder=null"))
     copy = engines_like(base_engines, tmp_path / "copy", "documents.folder=null")

@@ -16,10 +16,10 @@ import pytest
 
 from rag.config import LLMConfig, load_config
 from rag.engines import Engines
-from rag.errors import BackendError
+from common.errors import BackendError
 from rag.events import Done, Failed, TextDelta
-from rag.llm import GenerationSettings, OpenAIModel
-from rag.shipped import resolve
+from rag.models.llm import GenerationSettings, OpenAIModel
+from common.shipped import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 MAYOR = [{"role": "system", "content": "Answer from the context only."},

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from rag.config import load_config
-from rag.errors import BackendError
-from rag.placement import (EMBEDDER_GIB, WHISPER_GIB, GpuInfo, Plan, PlacementError, estimate_model_gib,
+from common.errors import BackendError
+from rag.models.placement import (EMBEDDER_GIB, WHISPER_GIB, GpuInfo, Plan, PlacementError, estimate_model_gib,
                            plan_placement)
 
 MISTRAL_7B = 7.24          # billion parameters (Mistral-7B-Instruct-v0.2)
@@ -137,11 +137,11 @@ SEED = ROOT / "profiles" / "seed-2gpu.yaml"
 @pytest.fixture
 def two_t4(monkeypatch):
     """A described machine with two 16 GB cards, and Mistral-7B NF4's size (its config is not here)."""
-    import rag.llm_hf
-    import rag.placement
+    import rag.models.llm_hf
+    import rag.models.placement
 
-    monkeypatch.setattr(rag.placement, "detect_gpus", lambda: [t4(0), t4(1)])
-    monkeypatch.setattr(rag.llm_hf, "model_gib", lambda cfg, cache_dir: estimate_model_gib(MISTRAL_7B, "nf4"))
+    monkeypatch.setattr(rag.models.placement, "detect_gpus", lambda: [t4(0), t4(1)])
+    monkeypatch.setattr(rag.models.llm_hf, "model_gib", lambda cfg, cache_dir: estimate_model_gib(MISTRAL_7B, "nf4"))
 
 
 def seed_engines(tmp_path, *overrides):
@@ -183,11 +183,11 @@ def test_a_pin_to_a_missing_gpu_is_a_clear_error(two_t4, tmp_path):
 
 
 def test_auto_on_a_machine_without_cuda_is_the_cpu(monkeypatch, tmp_path):
-    import rag.llm_hf
-    import rag.placement
+    import rag.models.llm_hf
+    import rag.models.placement
 
-    monkeypatch.setattr(rag.placement, "detect_gpus", lambda: [])
-    monkeypatch.setattr(rag.llm_hf, "model_gib", lambda *a: pytest.fail("no GPU: the size is not needed"))
+    monkeypatch.setattr(rag.models.placement, "detect_gpus", lambda: [])
+    monkeypatch.setattr(rag.models.llm_hf, "model_gib", lambda *a: pytest.fail("no GPU: the size is not needed"))
     engines = seed_engines(tmp_path, "llm.quantization=none")
     assert engines.placement.mode == "cpu" and "CPU only" in engines.placement.describe()[0]
     placed = engines.placed
@@ -196,21 +196,21 @@ def test_auto_on_a_machine_without_cuda_is_the_cpu(monkeypatch, tmp_path):
 
 
 def test_an_all_cpu_config_never_looks_for_gpus(monkeypatch, tmp_path):
-    import rag.placement
+    import rag.models.placement
 
-    monkeypatch.setattr(rag.placement, "detect_gpus", lambda: pytest.fail("nothing asked for a GPU"))
+    monkeypatch.setattr(rag.models.placement, "detect_gpus", lambda: pytest.fail("nothing asked for a GPU"))
     cfg = load_config(ROOT / "config.yaml", [], str(tmp_path))
-    plan = rag.placement.plan_engines(cfg, tmp_path)
-    assert plan.mode == "cpu" and rag.placement.apply_plan(cfg, plan) == cfg
+    plan = rag.models.placement.plan_engines(cfg, tmp_path)
+    assert plan.mode == "cpu" and rag.models.placement.apply_plan(cfg, plan) == cfg
 
 
 def test_a_served_model_leaves_the_gpus_to_the_embedder_and_whisper(monkeypatch, tmp_path):
-    import rag.placement
+    import rag.models.placement
 
-    monkeypatch.setattr(rag.placement, "detect_gpus", lambda: [GpuInfo("RTX 3060", 12.0, 11.5, 0)])
+    monkeypatch.setattr(rag.models.placement, "detect_gpus", lambda: [GpuInfo("RTX 3060", 12.0, 11.5, 0)])
     cfg = load_config(ROOT / "profiles" / "served.yaml", ["embeddings.device=auto", "asr.device=auto",
                                                           "asr.compute_type=auto"], str(tmp_path))
-    plan = rag.placement.plan_engines(cfg, tmp_path)
+    plan = rag.models.placement.plan_engines(cfg, tmp_path)
     assert plan.mode == "server" and plan.replicas == ()
     assert (plan.embedder_device, plan.whisper_device, plan.whisper_compute_type) == ("cuda:0", "cuda:0", "float16")
     assert "served by another process" in plan.describe()[0]
@@ -223,7 +223,7 @@ def test_whisper_gpus_limit_where_auto_puts_whisper():
 
 
 def test_a_device_typo_is_a_config_error(tmp_path):
-    from rag.errors import ConfigError
+    from common.errors import ConfigError
 
     with pytest.raises(ConfigError, match="embeddings.device"):
         load_config(SEED, ["embeddings.device=cude"], str(tmp_path))

@@ -62,7 +62,7 @@ def test_qdrant_rebuild_in_place(tmp_path, monkeypatch):
     import numpy as np
 
     from rag.config import VectorStoreConfig
-    from rag.store_qdrant import QdrantStore
+    from rag.index.vectors_qdrant import QdrantStore
 
     rng = np.random.default_rng(7)
     old_ids = np.arange(1, 1201, dtype=np.int64)               # over two delete batches of leftovers

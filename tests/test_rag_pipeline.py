@@ -13,7 +13,7 @@ from rag.pipeline import AskOptions
 
 
 def test_rag_imports_without_gradio():
-    code = "import sys, rag.pipeline, rag.engines, rag.ingest, rag.llm, app; print('gradio' in sys.modules)"
+    code = "import sys, rag.pipeline, rag.engines, rag.ingest.ingestor, rag.models.llm, app; print('gradio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -52,7 +52,7 @@ def test_follow_up_uses_history(base_engines):
 
 
 def test_prompt_budget_drops_whole_sources(base_engines):
-    from rag.prompt import fit_sources
+    from rag.answer.prompt import fit_sources
 
     _, hits = base_engines.pipeline().search("bicycle chain oil", k=5)
     count = base_engines.llm.count_tokens
@@ -132,7 +132,7 @@ def test_looks_like_follow_up(question, expected):
     ("A long first sentence here. A long first sent", "A long first sentence here. ", False),
 ])
 def test_repetition_guard(text, expected, stopped):
-    from rag.repetition import RepetitionGuard
+    from rag.answer.repetition import RepetitionGuard
 
     for size in (1, 3, 7):
         guard = RepetitionGuard()

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tts.sentences import SentenceSplitter, has_words, speakable, split_sentences
+from common.sentences import SentenceSplitter, has_words, speakable, split_sentences
 
 
 def stream(text: str, pieces: list[int] | None = None, **kwargs) -> list[str]:

@@ -13,11 +13,11 @@ import soundfile
 
 from asr import load_audio, load_transcriber
 from rag.config import ASRConfig, TTSConfig
-from rag.errors import BackendError
+from common.errors import BackendError
 from tests.audio_helpers import espeak_stdout_bytes, wer
 from tts import FallbackSynthesizer, concat, load_engine, load_synthesizer, to_wav_bytes, write_wav
-from tts.engines import EspeakSynthesizer
-from tts.wav import read_wav_bytes, resample
+from tts.backends import EspeakSynthesizer
+from common.wav import read_wav_bytes, resample
 
 SENTENCE = "The library opens at nine in the morning."
 ROOT = Path(__file__).resolve().parents[1]

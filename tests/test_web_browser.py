@@ -229,7 +229,7 @@ def test_spoken_question_is_transcribed_answered_and_spoken(playwright_, chromiu
 def test_a_silent_recording_gives_a_plain_warning(browser, web_server, tmp_path):
     import numpy as np
 
-    from tts.wav import write_wav
+    from common.wav import write_wav
 
     silence = write_wav(tmp_path / "silence.wav", np.zeros(32000, np.float32), 16000)
     page = open_page(browser, web_server.url)

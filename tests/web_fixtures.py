@@ -120,7 +120,7 @@ def spoken_question(web_server, tmp_path_factory) -> tuple[str, Path]:
     """A spoken question as 16-bit 48 kHz mono PCM WAV (what Chromium's fake microphone reads), with
     silence around it so that a short recording holds the question once. Spoken by the page's own
     synthesizer (hibari, near-natural: Whisper tiny mishears espeak-ng's robotic voice too often)."""
-    from tts.wav import write_wav
+    from common.wav import write_wav
 
     text = "When did the library abolish fines?"
     synth = web_server.engines.synthesizer

@@ -11,8 +11,8 @@
 Engines are imported only when chosen, so importing this package is cheap and never loads a model.
 """
 from tts.base import FallbackSynthesizer, Synthesizer, load_engine, load_synthesizer
-from tts.sentences import SentenceSplitter, speakable, split_sentences
-from tts.wav import concat, to_wav_bytes, write_wav
+from common.sentences import SentenceSplitter, speakable, split_sentences
+from common.wav import concat, to_wav_bytes, write_wav
 
 __all__ = ["FallbackSynthesizer", "SentenceSplitter", "Synthesizer", "concat", "load_engine",
            "load_synthesizer", "speakable", "split_sentences", "to_wav_bytes", "write_wav"]

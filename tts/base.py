@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from rag.errors import BackendError, RagError
-from tts.sentences import has_words, speakable
-from tts.wav import resample
+from common.errors import BackendError, RagError
+from common.sentences import has_words, speakable
+from common.wav import resample
 
 if TYPE_CHECKING:
     from rag.config import TTSConfig
@@ -108,7 +108,7 @@ class FallbackSynthesizer(Synthesizer):
 
 
 def _engines() -> dict[str, type[Synthesizer]]:
-    from tts.engines import EspeakSynthesizer, GTTSSynthesizer, HibariSynthesizer, PiperSynthesizer
+    from tts.backends import EspeakSynthesizer, GTTSSynthesizer, HibariSynthesizer, PiperSynthesizer
     return {"hibari": HibariSynthesizer, "piper": PiperSynthesizer, "espeak-ng": EspeakSynthesizer,
             "gtts": GTTSSynthesizer}
 

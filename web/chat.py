@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from rag.errors import AudioError, RagError, UserInputError, one_line
+from common.errors import AudioError, RagError, UserInputError, one_line
 from rag.events import AudioChunk, Done, Failed, Notice, Queued, Retrieved, TextDelta
 from rag.history import new_session_id
 from rag.pipeline import AskOptions
@@ -89,7 +89,7 @@ def voice_choices(engines) -> list[tuple[str, str]]:
 
 
 def _wav(chunk: AudioChunk) -> bytes:
-    from tts.wav import to_wav_bytes
+    from common.wav import to_wav_bytes
 
     return to_wav_bytes(chunk.samples, chunk.sample_rate)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from rag.errors import RagError, one_line
+from common.errors import RagError, one_line
 from web.render import documents_choices, documents_rows, md_escape, report_markdown
 
 log = logging.getLogger(__name__)

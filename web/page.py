@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from rag.errors import RagError, UserInputError, one_line
+from common.errors import RagError, UserInputError, one_line
 from web.chat import ChatHandlers, voice_choices, voice_value
 from web.documents import DocumentHandlers
 from web.render import SOURCES_EMPTY, profile_markdown

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.errors import SourceError
+from common.errors import SourceError
 
 
 @dataclass(frozen=True)

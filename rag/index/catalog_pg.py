@@ -1,6 +1,6 @@
 """The document catalog in PostgreSQL, shared by app replicas on several machines.
 
-Same tables and semantics as the SQLite catalog (rag/catalog.py), prefixed `rag_` so they can live in
+Same tables and semantics as the SQLite catalog (rag/index/catalog.py), prefixed `rag_` so they can live in
 the database that also holds the chat history. Vectors are float32 bytes in BYTEA. What is a file
 beside the SQLite catalog lives in the database here: the manifest is a `rag_meta` row, and the
 writer lock is a PostgreSQL advisory lock held on its own connection, so two ingests on two machines
@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rag.catalog import CatalogStore, ChunkRef, DocumentRow, NewChunk, new_catalog_id
-from rag.errors import BackendError
+from rag.index.catalog import CatalogStore, ChunkRef, DocumentRow, NewChunk, new_catalog_id
+from common.errors import BackendError
 from rag.pg import PgLink, configured_url
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """The document index: catalog + vector store + BM25, kept in step by generation number.
 
-The catalog (rag/catalog.py) is the truth: SQLite under `<data_dir>/index/` (catalog.sqlite,
+The catalog (rag/index/catalog.py) is the truth: SQLite under `<data_dir>/index/` (catalog.sqlite,
 manifest.json, write.lock) or PostgreSQL shared by replicas (manifest in its meta table, the write
 lock an advisory lock). The vector store (vectors.faiss + its generation, or Qdrant) and BM25 are
 derived from it. Writers take the catalog's write lock, so two ingests never interleave; readers
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.abstain import terms
-from rag.catalog import CatalogStore, ChunkRef, open_catalog
+from rag.answer.abstain import terms
+from rag.index.catalog import CatalogStore, ChunkRef, open_catalog
 from rag.config import Config
-from rag.embeddings import Embedder
-from rag.errors import IndexMismatchError, UserInputError
-from rag.store import VectorStore, open_vector_store
+from rag.models.embeddings import Embedder
+from common.errors import IndexMismatchError, UserInputError
+from rag.index.vectors import VectorStore, open_vector_store
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)   # it logs every index build at DEBUG
@@ -79,7 +79,7 @@ class LexicalIndex:
         return [Scored(int(self.ids[r]), float(s)) for r, s in zip(rows[0], scores[0]) if s > 0]
 
     def idf(self, words: Iterable[str]) -> dict[str, float]:
-        """Inverse document frequency over the chunks of stemmed words (rag/abstain.py `terms`: the decline
+        """Inverse document frequency over the chunks of stemmed words (rag/answer/abstain.py `terms`: the decline
         rule's tokens, not bm25s's, so the words it matches are the words counted). BM25's form,
         log(1 + (N - df + 0.5) / (df + 0.5)): a word no chunk has gets the largest value."""
         with self._df_lock:   # counted on first use, once per index generation: ingest does not pay for it
@@ -134,7 +134,7 @@ class DocumentIndex:
 
     def _open_store(self) -> VectorStore:
         if self.cfg.vector_store.backend == "qdrant":
-            from rag.store_qdrant import QdrantStore   # optional dependency: imported only when chosen
+            from rag.index.vectors_qdrant import QdrantStore   # optional dependency: imported only when chosen
 
             # The catalog's id goes into Qdrant's generation marker, so a marker left by another catalog
             # (a wiped SQLite one that counts from 0 again) is never taken for this one's.

@@ -14,7 +14,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from rag.errors import SourceError
+from common.errors import SourceError
 
 MAX_REDIRECTS = 5
 

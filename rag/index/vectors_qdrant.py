@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from rag.config import VectorStoreConfig
-from rag.errors import BackendError
-from rag.store import VectorStore
+from common.errors import BackendError
+from rag.index.vectors import VectorStore
 
 log = logging.getLogger(__name__)
 BATCH = 512

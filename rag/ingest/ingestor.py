@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from rag.catalog import NewChunk, open_catalog
-from rag.chunking import chunk_sections, make_splitter
+from rag.index.catalog import NewChunk, open_catalog
+from rag.ingest.chunking import chunk_sections, make_splitter
 from rag.config import Config
-from rag.errors import SourceError, UserInputError
-from rag.index import DocumentIndex
-from rag.loaders import Section, read_limited, sections_from_bytes
-from rag.web import fetch
+from common.errors import SourceError, UserInputError
+from rag.index.document_index import DocumentIndex
+from rag.ingest.loaders import Section, read_limited, sections_from_bytes
+from rag.ingest.fetch import fetch
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.errors import AudioError, UserInputError
+from common.errors import AudioError, UserInputError
 
 TARGET_RATE = 16000
 _FORMATS_HINT = "record again or upload wav/mp3/ogg/webm"

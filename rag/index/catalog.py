@@ -5,7 +5,7 @@ two versions of one) is stored and embedded once; `refs` says where each chunk o
 is one transaction that bumps `generation`, which the derived search structures compare against.
 
 Two backends share these semantics: SQLite under the data dir (one machine; this module) and
-PostgreSQL (rag/catalog_pg.py), which app replicas on several machines share. `open_catalog` picks
+PostgreSQL (rag/index/catalog_pg.py), which app replicas on several machines share. `open_catalog` picks
 one from the config.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from filelock import FileLock, Timeout
 
-from rag.store import _atomic_write
+from rag.index.vectors import _atomic_write
 
 if TYPE_CHECKING:
     from rag.config import Config
@@ -391,6 +391,6 @@ def open_catalog(cfg: Config, folder: Path) -> CatalogStore:
     """The configured catalog: SQLite at <folder>/catalog.sqlite, or PostgreSQL at catalog.url / $url_env."""
     if cfg.catalog.backend == "sqlite":
         return SqliteCatalog(Path(folder) / "catalog.sqlite")
-    from rag.catalog_pg import open_postgres_catalog   # psycopg is imported only when chosen
+    from rag.index.catalog_pg import open_postgres_catalog   # psycopg is imported only when chosen
 
     return open_postgres_catalog(cfg.catalog)

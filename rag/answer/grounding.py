@@ -16,12 +16,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from rag.abstain import STOPWORDS
-from rag.prompt import says_not_found
-from rag.repetition import CITATION, SENTENCE_END   # where the repetition guard ends a sentence, so do we
+from rag.answer.abstain import STOPWORDS
+from rag.answer.prompt import says_not_found
+from rag.answer.repetition import CITATION, SENTENCE_END   # where the repetition guard ends a sentence, so do we
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:[.,][0-9]+)*")
-_STOP = STOPWORDS | {"yes", "us"}    # the decline rule's function words (rag/abstain.py)
+_STOP = STOPWORDS | {"yes", "us"}    # the decline rule's function words (rag/answer/abstain.py)
 # Words of the instructions and the prompt's frame: using them is not using the documents.
 _PROMPT = frozenset(
     "source sources answer answers answered answering question questions cite cited cites citing citation "

@@ -1,7 +1,7 @@
 """Chat model interface: stream text deltas for a list of chat messages.
 
 Backends are chosen by `llm.backend`: `llamacpp` (CPU default: ~6x faster than transformers here),
-`transformers` (rag/llm_hf.py: hub ids, local paths, the seed's NF4 GPU setup) and `openai` (any
+`transformers` (rag/models/llm_hf.py: hub ids, local paths, the seed's NF4 GPU setup) and `openai` (any
 OpenAI-compatible server). A local model runs one generation at a time; a `Gate` queues the rest
 with a visible position and a bounded wait, so one user never gets another's stream.
 """
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.config import LLMConfig
-from rag.errors import BackendError, BusyError, Cancelled
-from rag.shipped import resolve
+from common.errors import BackendError, BusyError, Cancelled
+from common.shipped import resolve
 
 log = logging.getLogger(__name__)
 Message = dict[str, str]
@@ -223,12 +223,12 @@ class OpenAIModel(ChatModel):
 
 
 def load_chat_model(cfg: LLMConfig, cache_dir: Path, plan=None) -> ChatModel:
-    """`plan`: the placement (rag.placement.Plan) Engines decided; only the transformers backend places
+    """`plan`: the placement (rag.models.placement.Plan) Engines decided; only the transformers backend places
     weights on GPUs, and without a plan it makes one for the model alone."""
     if cfg.backend == "llamacpp":
         return LlamaCppModel(cfg, cache_dir)
     if cfg.backend == "openai":
         return OpenAIModel(cfg, cache_dir)
-    from rag.llm_hf import TransformersModel
+    from rag.models.llm_hf import TransformersModel
 
     return TransformersModel(cfg, cache_dir, plan)

@@ -12,9 +12,9 @@ import subprocess
 
 import numpy as np
 
-from rag.errors import BackendError
+from common.errors import BackendError
 from tts.base import Synthesizer
-from tts.wav import read_wav_bytes
+from common.wav import read_wav_bytes
 
 
 def _one_line(err: BaseException) -> str:
@@ -130,7 +130,7 @@ class EspeakSynthesizer(Synthesizer):
                                f"tts.voice (see `espeak-ng --voices`)")
         samples, rate = read_wav_bytes(done.stdout)
         if rate != self.sample_rate:
-            from tts.wav import resample
+            from common.wav import resample
             samples = resample(samples, rate, self.sample_rate)
         return samples
 
@@ -152,7 +152,7 @@ class GTTSSynthesizer(Synthesizer):
         self.slow = rate < 0.8  # gTTS has only normal and slow
 
     def _render(self, text: str) -> np.ndarray:
-        from asr.audio import load_audio  # decodes the MP3 (PyAV)
+        from common.audio import load_audio  # decodes the MP3 (PyAV)
         buf = io.BytesIO()
         try:
             self._gtts(text=text, lang=self.lang, slow=self.slow).write_to_fp(buf)

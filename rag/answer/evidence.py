@@ -7,7 +7,7 @@ after the model's answer the pipeline quotes that sentence, word for word, with 
 source: `Source [1]: "..."`. It makes a weak answer checkable, never invents text (it is a verbatim
 copy of indexed text), and is shown but not spoken (voice answers stay short).
 
-The same ranking gives rag/abstain.py its "support" signal (the best sentence's similarity).
+The same ranking gives rag/answer/abstain.py its "support" signal (the best sentence's similarity).
 Pure functions around an `embed(texts) -> unit vectors` callable, so tests can pass a fake.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.abstain import question_terms, terms
+from rag.answer.abstain import question_terms, terms
 from rag.events import Hit
-from tts.sentences import split_sentences
+from common.sentences import split_sentences
 
 Embed = Callable[[list[str]], np.ndarray]
 _WORDS = re.compile(r"[A-Za-z0-9]+")

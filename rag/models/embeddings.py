@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from rag.config import EmbeddingsConfig
-from rag.errors import BackendError
-from rag.shipped import is_shipped, resolve
+from common.errors import BackendError
+from common.shipped import is_shipped, resolve
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-from rag.errors import BackendError
+from common.errors import BackendError
 
 PREFIX = "shipped:"
 

@@ -19,7 +19,7 @@ below `abstain_sentence_below`, or the best sentence is only middling (below
 The second signal only acts in the middling band, so a misheard name in a spoken question (which
 lowers coverage) cannot on its own make a well-supported question decline.
 
-Pure functions: the embedding of sentences happens in rag/evidence.py; this module only sees numbers
+Pure functions: the embedding of sentences happens in rag/answer/evidence.py; this module only sees numbers
 and text.
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ def content_words(text: str) -> list[str]:
 
 def terms(text: str) -> set[str]:
     """The stemmed words of a text: what coverage matches, and what document frequencies count
-    (rag/index.py), so both see the same words."""
+    (rag/index/document_index.py), so both see the same words."""
     return {_stem(w) for w in _WORD.findall(text.lower())}
 
 
@@ -70,7 +70,7 @@ def question_terms(question: str) -> list[str]:
 
 def coverage(question: str, passages: Sequence[str], idf: Mapping[str, float] | None = None) -> float:
     """Share of the question's content words that occur in the passages (after stemming); with `idf`
-    (stemmed word -> weight, rag/index.py), each word counts by its weight instead of 1.
+    (stemmed word -> weight, rag/index/document_index.py), each word counts by its weight instead of 1.
     1.0 when the question has no content words: there is nothing to check, so no evidence against."""
     words = question_terms(question)
     weights = [1.0 if idf is None else idf[w] for w in words]

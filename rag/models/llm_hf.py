@@ -7,7 +7,7 @@
 - a Hugging Face hub id such as `mistralai/Mistral-7B-Instruct-v0.2` (downloaded to / read from the
   hub cache; offline, it must already be there).
 
-Placement comes from `rag.placement.plan_engines` (Engines computes it once for the chat model, the
+Placement comes from `rag.models.placement.plan_engines` (Engines computes it once for the chat model, the
 embedder and Whisper, logs it, and passes it in; a model loaded on its own computes and logs its own):
 CPU; one replica per GPU when the model fits on one (each request goes to the least-busy replica, the
 gate admits one request per replica); or one copy split across GPUs with `device_map="auto"` and a
@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 
 from rag.config import LLMConfig
-from rag.errors import BackendError
-from rag.llm import ChatModel, Gate, GenerationSettings, Message, fold_system
-from rag.placement import Plan, estimate_model_gib, plan_engines
-from rag.shipped import PREFIX, is_shipped, resolve
+from common.errors import BackendError
+from rag.models.llm import ChatModel, Gate, GenerationSettings, Message, fold_system
+from rag.models.placement import Plan, estimate_model_gib, plan_engines
+from common.shipped import PREFIX, is_shipped, resolve
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rag.catalog import CatalogStore, SqliteCatalog, open_catalog
-from rag.errors import IndexMismatchError, UserInputError
-from rag.store import _atomic_write
+from rag.index.catalog import CatalogStore, SqliteCatalog, open_catalog
+from common.errors import IndexMismatchError, UserInputError
+from rag.index.vectors import _atomic_write
 
 if TYPE_CHECKING:
-    from rag.catalog_pg import PostgresCatalog
+    from rag.index.catalog_pg import PostgresCatalog
     from rag.config import Config
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def _write_sqlite(target: SqliteCatalog, src: sqlite3.Connection, manifest: dict
 
 def _write_postgres(target: PostgresCatalog, src: sqlite3.Connection, manifest: dict, source_generation: int,
                     replace: bool, dim: int) -> None:
-    from rag.catalog_pg import _text
+    from rag.index.catalog_pg import _text
 
     # _tx: one transaction that adds 1 to the generation when it commits. DELETE rather than TRUNCATE:
     # replicas keep answering from the old rows until the commit instead of waiting on a table lock.

@@ -1,6 +1,6 @@
 """Vector store interface and the FAISS backend.
 
-The SQLite catalog (rag/catalog.py) holds every chunk's vector and is the source of truth; the
+The SQLite catalog (rag/index/catalog.py) holds every chunk's vector and is the source of truth; the
 vector store is a search structure derived from it, saved atomically with the catalog generation
 it reflects, and rebuilt from the catalog whenever the two disagree (e.g. after a crash).
 """
@@ -186,7 +186,7 @@ class FaissStore(VectorStore):
 
 def open_vector_store(cfg: VectorStoreConfig, dimension: int, folder: Path) -> VectorStore:
     if cfg.backend == "qdrant":
-        from rag.store_qdrant import QdrantStore   # optional dependency: imported only when chosen
+        from rag.index.vectors_qdrant import QdrantStore   # optional dependency: imported only when chosen
 
         return QdrantStore(cfg, dimension, folder)
     return FaissStore(cfg, dimension, folder)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from rag.errors import BackendError
+from common.errors import BackendError
 
 if TYPE_CHECKING:
     from rag.config import Config
@@ -240,7 +240,7 @@ def plan_engines(cfg: Config, cache_dir: Path | str) -> Plan:
     gpus_for(gpus, asr.device, "asr.device")
     model_gib = 0.0
     if llm_on:
-        from rag import llm_hf   # transformers is imported only when a model may go on a GPU
+        from rag.models import llm_hf   # transformers is imported only when a model may go on a GPU
 
         model_gib = llm_hf.model_gib(llm, Path(cache_dir))
     # asr/ turns "cuda:N" into CTranslate2's device="cuda", device_index=N, so Whisper may go on any GPU.
