@@ -1,8 +1,7 @@
-"""What every speech-to-text backend returns and promises, and the factory that picks one by name.
+"""What every speech-to-text backend returns and promises.
 
-The model is loaded once by `load_transcriber` and the object is passed to whoever needs it; nothing
-here keeps a module-level model. Backends are imported only when chosen, so `import asr` does not pull
-in faster-whisper/ctranslate2 (or torch for openai-whisper).
+The model is loaded once by `asr.registry.load_transcriber` and the object is passed to whoever needs
+it; nothing here keeps a module-level model or knows its backends.
 """
 from __future__ import annotations
 
@@ -11,15 +10,12 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Union
+from typing import Union
 
 import numpy as np
 
 from common.audio import TARGET_RATE, as_samples
 from common.errors import BackendError, NoSpeechError, RagError
-
-if TYPE_CHECKING:
-    from rag.config import ASRConfig
 
 AudioInput = Union[str, Path, bytes, np.ndarray]
 
@@ -71,27 +67,3 @@ class Transcriber(ABC):
     @abstractmethod
     def _transcribe_samples(self, samples: np.ndarray) -> tuple[str, str]:
         """float32 16 kHz mono samples -> (text, language code)."""
-
-
-def _faster_whisper(cfg: ASRConfig, cache_dir: Path, threads: int) -> Transcriber:
-    from asr.faster_whisper_backend import FasterWhisperTranscriber
-    return FasterWhisperTranscriber(cfg, cache_dir, threads=threads)
-
-
-def _openai_whisper(cfg: ASRConfig, cache_dir: Path, threads: int) -> Transcriber:
-    from asr.openai_whisper_backend import OpenAIWhisperTranscriber
-    return OpenAIWhisperTranscriber(cfg, cache_dir, threads=threads)
-
-
-BACKENDS: dict[str, Callable[[ASRConfig, Path, int], Transcriber]] = {
-    "faster-whisper": _faster_whisper,
-    "openai-whisper": _openai_whisper,
-}
-
-
-def load_transcriber(cfg: ASRConfig, cache_dir: Path, threads: int = 2) -> Transcriber:
-    """Load the configured backend and model once; `cache_dir` holds rebuilt/converted model files."""
-    factory = BACKENDS.get(cfg.backend)
-    if factory is None:
-        raise BackendError(f"unknown asr.backend '{cfg.backend}'; use one of: {', '.join(BACKENDS)}")
-    return factory(cfg, Path(cache_dir), threads)

@@ -16,7 +16,7 @@ from asr.models import SHIPPED, resolve_model
 from common.errors import BackendError
 
 if TYPE_CHECKING:
-    from rag.config import ASRConfig
+    from asr.config import ASRConfig
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from asr.base import Transcriber
 from common.errors import BackendError
 
 if TYPE_CHECKING:
-    from rag.config import ASRConfig
+    from asr.config import ASRConfig
 
 log = logging.getLogger(__name__)
 _INSTALL = "pip install openai-whisper"

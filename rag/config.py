@@ -10,16 +10,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
+from asr.config import ASRConfig
 from common.errors import ConfigError
+from common.settings import DEVICE_PATTERN, Section
+from tts.config import TTSConfig
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DocumentsConfig(_Section):
+class DocumentsConfig(Section):
     folder: str | None = "txt"          # ingested on `serve`, and on first use when the index is empty
     auto_ingest: bool = True
     extensions: tuple[str, ...] = (".txt", ".md", ".markdown", ".pdf", ".html", ".htm", ".docx")
@@ -30,17 +29,13 @@ class DocumentsConfig(_Section):
     allow_private_urls: bool = False    # let URLs reach loopback/private/link-local addresses
 
 
-class ChunkingConfig(_Section):
+class ChunkingConfig(Section):
     # Sized in tokens of the embedding model's tokenizer: all-MiniLM-L6-v2 reads at most 256.
     chunk_tokens: int = Field(200, ge=16, le=2048)
     overlap_tokens: int = Field(40, ge=0)
 
 
-# Where a model runs; a typo ("cude") is a config error rather than a failure deep inside a loader.
-DEVICE_PATTERN = r"^(cpu|auto|cuda(:[0-9]+)?)$"
-
-
-class EmbeddingsConfig(_Section):
+class EmbeddingsConfig(Section):
     backend: Literal["sentence-transformers"] = "sentence-transformers"
     model: str = "shipped:all-MiniLM-L6-v2"
     # cpu, cuda, cuda:N, or auto: the GPU the placement plan picks (rag/models/placement.py), else the CPU.
@@ -52,7 +47,7 @@ class EmbeddingsConfig(_Section):
     runtime: Literal["torch", "onnx", "onnx-int8"] = "torch"
 
 
-class VectorStoreConfig(_Section):
+class VectorStoreConfig(Section):
     backend: Literal["faiss", "qdrant"] = "faiss"
     index: Literal["auto", "flat", "hnsw"] = "auto"
     hnsw_min_chunks: int = Field(100_000, ge=1)   # "auto" switches from flat to HNSW at this size
@@ -61,7 +56,7 @@ class VectorStoreConfig(_Section):
     qdrant_api_key_env: str = "QDRANT_API_KEY"
 
 
-class RetrievalConfig(_Section):
+class RetrievalConfig(Section):
     k: int = Field(5, ge=1, le=50)
     candidates: int = Field(40, ge=1)     # per ranked list, before fusion
     rrf_k: int = Field(60, ge=1)
@@ -81,13 +76,13 @@ class RetrievalConfig(_Section):
     abstain_coverage_idf: bool = False
 
 
-class MemoryConfig(_Section):
+class MemoryConfig(Section):
     rewrite: bool = True                 # ask the LLM for a standalone question on follow-ups
     history_turns: int = Field(2, ge=0)  # recent user turns added to the history-aware query
     max_messages: int = Field(40, ge=2)  # messages sent back to the model are cut to the newest
 
 
-class LLMConfig(_Section):
+class LLMConfig(Section):
     backend: Literal["llamacpp", "transformers", "openai"] = "llamacpp"
     model: str = "shipped:SmolLM2-135M-Instruct-Q4_1"
     n_ctx: int = Field(4096, ge=256)
@@ -110,7 +105,7 @@ class LLMConfig(_Section):
     wait_timeout_s: float = Field(120, gt=0)
 
 
-class PromptConfig(_Section):
+class PromptConfig(Section):
     context_tokens: int = Field(1200, ge=64)   # budget for numbered sources in the prompt
     # At most this many of the k retrieved passages go to the model (None: as many as fit the budget).
     # A 135M model answers better and twice as fast from its best 2 passages than from 5 (bench/RESULTS.md).
@@ -131,36 +126,14 @@ class PromptConfig(_Section):
     example: bool = False
 
 
-class ASRConfig(_Section):
-    backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
-    model: str = "shipped:whisper-tiny.en"
-    device: str = Field("cpu", pattern=DEVICE_PATTERN)   # as embeddings.device
-    compute_type: str = "int8"             # auto: float16 on a GPU, int8 on the CPU
-    language: str | None = "en"            # None: detect
-    vad: bool = True
-    beam_size: int = Field(1, ge=1)
-    max_audio_s: float = Field(900, gt=0)
-    threads: int = Field(2, ge=1)
-
-
-class TTSConfig(_Section):
-    enabled: bool = True
-    backend: Literal["hibari", "piper", "espeak-ng", "gtts"] = "hibari"
-    fallback: Literal["espeak-ng", "none"] = "espeak-ng"
-    voice: str | None = None
-    rate: float = Field(1.0, gt=0.25, le=4)
-    threads: int = Field(1, ge=1)           # synthesis runs beside the LLM: keep it off the LLM's cores
-    max_sentence_chars: int = Field(300, ge=40)
-
-
-class AuthConfig(_Section):
+class AuthConfig(Section):
     username_env: str = "RAG_USERNAME"
     password_env: str = "RAG_PASSWORD"
     username: str | None = None
     password: str | None = None
 
 
-class ServerConfig(_Section):
+class ServerConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(7860, ge=1, le=65535)
     concurrency_limit: int = Field(4, ge=1)
@@ -168,7 +141,7 @@ class ServerConfig(_Section):
     auth: AuthConfig = AuthConfig()
 
 
-class HistoryConfig(_Section):
+class HistoryConfig(Section):
     backend: Literal["sqlite", "postgres"] = "sqlite"   # sqlite: <data_dir>/history.sqlite
     url: str | None = None               # postgresql://USER:PASSWORD@HOST:5432/DATABASE
     url_env: str = "RAG_HISTORY_URL"     # read when `url` is not set, so passwords stay out of files
@@ -176,7 +149,7 @@ class HistoryConfig(_Section):
     pool_size: int = Field(4, ge=1)      # connections per app process
 
 
-class CatalogConfig(_Section):
+class CatalogConfig(Section):
     # The document catalog (chunk texts, vectors, manifest): the index's source of truth.
     backend: Literal["sqlite", "postgres"] = "sqlite"   # sqlite: <data_dir>/index/catalog.sqlite
     url: str | None = None               # postgresql://USER:PASSWORD@HOST:5432/DATABASE
@@ -185,7 +158,7 @@ class CatalogConfig(_Section):
     pool_size: int = Field(4, ge=1)      # connections per app process
 
 
-class Config(_Section):
+class Config(Section):
     data_dir: str = "data"
     documents: DocumentsConfig = DocumentsConfig()
     chunking: ChunkingConfig = ChunkingConfig()

@@ -34,7 +34,12 @@ class Engines:
         the first of them loads, and logged as one block so a start-up log shows the whole plan."""
         from rag.models.placement import plan_engines
 
-        plan = self._load("placement plan", lambda: plan_engines(self.cfg, self.cache_dir))
+        def model_gib(llm, cache_dir):     # transformers is imported only when a model may go on a GPU
+            from rag.models import llm_hf
+
+            return llm_hf.model_gib(llm, cache_dir)
+
+        plan = self._load("placement plan", lambda: plan_engines(self.cfg, self.cache_dir, model_gib))
         log.info("%s", "\n".join(plan.describe()))
         return plan
 
@@ -72,14 +77,14 @@ class Engines:
 
     @cached_property
     def llm(self):
-        from rag.models.llm import load_chat_model
+        from rag.models.registry import load_chat_model
 
         cfg = self.placed.llm
         return self._load(f"chat model ({cfg.backend})", lambda: load_chat_model(cfg, self.cache_dir, self.placement))
 
     @cached_property
     def synthesizer(self):
-        from tts.base import load_synthesizer
+        from tts.registry import load_synthesizer
 
         return self._load(f"speech synthesizer ({self.cfg.tts.backend})", lambda: load_synthesizer(self.cfg.tts, threads=self.cfg.tts.threads))
 
@@ -98,7 +103,7 @@ class Engines:
         key = (backend, voice, rate)
         with self._voices_lock:     # one load per choice, even when two sessions ask at once
             if key not in self._voices:
-                from tts.base import load_synthesizer
+                from tts.registry import load_synthesizer
 
                 chosen = tts.model_copy(update={"backend": backend, "voice": voice, "rate": rate})
                 self._voices[key] = self._load(f"speech synthesizer ({backend}, {voice or 'default voice'}, "
@@ -108,7 +113,7 @@ class Engines:
 
     @cached_property
     def transcriber(self):
-        from asr.base import load_transcriber
+        from asr.registry import load_transcriber
 
         cfg = self.placed.asr
         return self._load(f"transcriber ({cfg.backend})",

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asr import Transcript, load_audio, load_transcriber
+from asr.base import Transcript
+from asr.registry import load_transcriber
+from common.audio import load_audio
 from common.audio import TARGET_RATE
-from rag.config import ASRConfig
+from asr.config import ASRConfig
 from common.errors import AudioError, BackendError, NoSpeechError, UserInputError
 from tests.audio_helpers import (espeak_stdout_bytes, espeak_wav, ffmpeg, ffmpeg_pipe, hibari_wav,
                                  silence_wav, sox, wer)

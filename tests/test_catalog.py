@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from pg_server import PASSWORD, free_port, pg_server, pg_url  # noqa: F401 - pg_server: fixture
 
-from rag.index.catalog import CatalogStore, NewChunk, SqliteCatalog, open_catalog
+from rag.index.catalog import CatalogStore, NewChunk, SqliteCatalog
+from rag.index.registry import open_catalog
 from rag.config import CatalogConfig
 from common.errors import BackendError, ConfigError, IndexMismatchError
 

@@ -9,7 +9,8 @@ import pytest
 
 from rag.config import LLMConfig
 from common.errors import BackendError, BusyError
-from rag.models.llm import GenerationSettings, LlamaCppModel, fold_system, load_chat_model
+from rag.models.llm import GenerationSettings, LlamaCppModel, fold_system
+from rag.models.registry import load_chat_model
 
 SYSTEM = {"role": "system", "content": "Answer from the context only."}
 MAYOR = [SYSTEM, {"role": "user", "content": "Context: The mayor is Helen Ward.\n\nQuestion: Who is the mayor?"}]

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import uuid
 
-import numpy as np
 import pytest
 from conftest import ROOT, engines_like, make_config
 from pg_server import close_pg_catalogs, pg_server  # noqa: F401 - fixtures
@@ -75,7 +74,7 @@ def test_migrated_catalog_answers_the_same(base_engines, source, postgres, tmp_p
 
 def test_interrupted_copy_leaves_the_target_as_it_was(source, postgres, tmp_path, monkeypatch):
     import rag.index.catalog_copy as copy
-    from rag.index.catalog import open_catalog
+    from rag.index.registry import open_catalog
 
     cfg = make_config(tmp_path / "target", *postgres)
     rows = copy._rows

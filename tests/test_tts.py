@@ -11,11 +11,15 @@ import numpy as np
 import pytest
 import soundfile
 
-from asr import load_audio, load_transcriber
-from rag.config import ASRConfig, TTSConfig
+from asr.registry import load_transcriber
+from common.audio import load_audio
+from asr.config import ASRConfig
+from tts.config import TTSConfig
 from common.errors import BackendError
 from tests.audio_helpers import espeak_stdout_bytes, wer
-from tts import FallbackSynthesizer, concat, load_engine, load_synthesizer, to_wav_bytes, write_wav
+from common.wav import concat, to_wav_bytes, write_wav
+from tts.base import FallbackSynthesizer
+from tts.registry import load_engine, load_synthesizer
 from tts.backends import EspeakSynthesizer
 from common.wav import read_wav_bytes, resample
 

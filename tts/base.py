@@ -1,7 +1,7 @@
-"""What every text-to-speech engine promises, the fallback wrapper, and the factory that picks by name.
+"""What every text-to-speech engine promises, and the fallback wrapper.
 
-Engines are loaded once by `load_synthesizer` and passed to whoever speaks; nothing here keeps a
-module-level model. A spoken answer should not go silent because the preferred voice is missing or
+Engines are loaded once by `tts.registry.load_synthesizer` and passed to whoever speaks; nothing here
+keeps a module-level model or knows the engines. A spoken answer should not go silent because the preferred voice is missing or
 stumbles on one sentence, so by default the configured engine is wrapped in `FallbackSynthesizer`,
 which uses espeak-ng instead and says so once in the log.
 """
@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
 from common.errors import BackendError, RagError
 from common.sentences import has_words, speakable
 from common.wav import resample
-
-if TYPE_CHECKING:
-    from rag.config import TTSConfig
 
 log = logging.getLogger(__name__)
 
@@ -105,32 +102,3 @@ class FallbackSynthesizer(Synthesizer):
 
     def _render(self, text: str) -> np.ndarray:  # pragma: no cover - synthesize() is overridden
         raise NotImplementedError
-
-
-def _engines() -> dict[str, type[Synthesizer]]:
-    from tts.backends import EspeakSynthesizer, GTTSSynthesizer, HibariSynthesizer, PiperSynthesizer
-    return {"hibari": HibariSynthesizer, "piper": PiperSynthesizer, "espeak-ng": EspeakSynthesizer,
-            "gtts": GTTSSynthesizer}
-
-
-def load_engine(name: str, voice: str | None = None, rate: float = 1.0, threads: int = 1) -> Synthesizer:
-    """One engine by name, without fallback; BackendError if it cannot load."""
-    engines = _engines()
-    if name not in engines:
-        raise BackendError(f"unknown tts.backend '{name}'; use one of: {', '.join(engines)}")
-    return engines[name](voice=voice, rate=rate, threads=threads)
-
-
-def load_synthesizer(cfg: TTSConfig, threads: int = 1) -> Synthesizer:
-    """The configured engine, wrapped in the fallback unless `tts.fallback` is "none".
-
-    `cfg.voice` applies to the configured engine only; the fallback speaks with its own default voice
-    (a hibari voice name means nothing to espeak-ng). `cfg.enabled` is the caller's to check.
-    """
-    def primary() -> Synthesizer:
-        return load_engine(cfg.backend, voice=cfg.voice, rate=cfg.rate, threads=threads)
-
-    if cfg.fallback == "none" or cfg.fallback == cfg.backend:
-        return primary()
-    return FallbackSynthesizer(primary, lambda: load_engine(cfg.fallback, rate=cfg.rate),
-                               primary_name=cfg.backend)

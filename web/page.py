@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from pathlib import Path
 
 import gradio as gr
 

@@ -5,8 +5,8 @@ two versions of one) is stored and embedded once; `refs` says where each chunk o
 is one transaction that bumps `generation`, which the derived search structures compare against.
 
 Two backends share these semantics: SQLite under the data dir (one machine; this module) and
-PostgreSQL (rag/index/catalog_pg.py), which app replicas on several machines share. `open_catalog` picks
-one from the config.
+PostgreSQL (rag/index/catalog_pg.py), which app replicas on several machines share.
+`rag.index.registry.open_catalog` picks one from the config.
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from filelock import FileLock, Timeout
 
-from rag.index.vectors import _atomic_write
+from common.files import atomic_write
 
 if TYPE_CHECKING:
-    from rag.config import Config
+    from rag.config import CatalogConfig
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -212,7 +212,7 @@ class SqliteCatalog(CatalogStore):
             except (OSError, ValueError):
                 have = {}
             check(have if isinstance(have, dict) else {})
-        _atomic_write(self.manifest_path, json.dumps(want, indent=2).encode())
+        atomic_write(self.manifest_path, json.dumps(want, indent=2).encode())
 
     @contextmanager
     def writer(self) -> Iterator[None]:
@@ -384,13 +384,5 @@ class SqliteCatalog(CatalogStore):
         self.manifest_path.unlink(missing_ok=True)
 
 
-Catalog = SqliteCatalog   # the name older callers import
-
-
-def open_catalog(cfg: Config, folder: Path) -> CatalogStore:
-    """The configured catalog: SQLite at <folder>/catalog.sqlite, or PostgreSQL at catalog.url / $url_env."""
-    if cfg.catalog.backend == "sqlite":
-        return SqliteCatalog(Path(folder) / "catalog.sqlite")
-    from rag.index.catalog_pg import open_postgres_catalog   # psycopg is imported only when chosen
-
-    return open_postgres_catalog(cfg.catalog)
+def open_sqlite_catalog(cfg: CatalogConfig, folder: Path) -> SqliteCatalog:
+    return SqliteCatalog(Path(folder) / "catalog.sqlite")

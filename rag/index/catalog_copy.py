@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rag.index.catalog import CatalogStore, SqliteCatalog, open_catalog
+from rag.index.catalog import CatalogStore, SqliteCatalog
+from rag.index.registry import open_catalog
 from common.errors import IndexMismatchError, UserInputError
-from rag.index.vectors import _atomic_write
+from common.files import atomic_write
 
 if TYPE_CHECKING:
     from rag.index.catalog_pg import PostgresCatalog
@@ -183,7 +184,7 @@ def _write_sqlite(target: SqliteCatalog, src: sqlite3.Connection, manifest: dict
             db.execute("ROLLBACK")
             raise
     # After the commit: a copy interrupted before it leaves no manifest claiming data that is not there.
-    _atomic_write(target.manifest_path, json.dumps(manifest, indent=2).encode())
+    atomic_write(target.manifest_path, json.dumps(manifest, indent=2).encode())
 
 
 def _write_postgres(target: PostgresCatalog, src: sqlite3.Connection, manifest: dict, source_generation: int,

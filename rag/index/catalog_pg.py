@@ -11,6 +11,8 @@ Every failure to reach or use the database is a `BackendError` naming host and p
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import json
 import logging
 import threading
@@ -305,6 +307,7 @@ class PostgresCatalog(CatalogStore):
             conn.execute("DELETE FROM rag_meta WHERE key = 'manifest'")
 
 
-def open_postgres_catalog(cfg: CatalogConfig) -> PostgresCatalog:
+def open_postgres_catalog(cfg: CatalogConfig, folder: Path | None = None) -> PostgresCatalog:
+    """`folder` is unused: the catalog lives in the server (the signature is the registry's)."""
     url, url_from = configured_url("catalog", cfg)
     return PostgresCatalog(url, timeout_s=cfg.timeout_s, pool_size=cfg.pool_size, url_from=url_from)

@@ -16,16 +16,16 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from rag.answer.abstain import terms
-from rag.index.catalog import CatalogStore, ChunkRef, open_catalog
+from rag.index.catalog import CatalogStore, ChunkRef
 from rag.config import Config
 from rag.models.embeddings import Embedder
 from common.errors import IndexMismatchError, UserInputError
-from rag.index.vectors import VectorStore, open_vector_store
+from rag.index.registry import open_catalog, open_vector_store
+from rag.index.vectors import VectorStore
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)   # it logs every index build at DEBUG
@@ -133,14 +133,8 @@ class DocumentIndex:
         self.catalog.exchange_manifest(want, check)
 
     def _open_store(self) -> VectorStore:
-        if self.cfg.vector_store.backend == "qdrant":
-            from rag.index.vectors_qdrant import QdrantStore   # optional dependency: imported only when chosen
-
-            # The catalog's id goes into Qdrant's generation marker, so a marker left by another catalog
-            # (a wiped SQLite one that counts from 0 again) is never taken for this one's.
-            return QdrantStore(self.cfg.vector_store, self.embedder.dimension, self.folder,
-                               catalog_id=self.catalog.catalog_id())
-        return open_vector_store(self.cfg.vector_store, self.embedder.dimension, self.folder)
+        return open_vector_store(self.cfg.vector_store, self.embedder.dimension, self.folder,
+                                 catalog_id=self.catalog.catalog_id())
 
     # -- keeping derived structures in step ---------------------------------------------------
     def refresh(self, locked: bool = False) -> None:
@@ -162,7 +156,7 @@ class DocumentIndex:
         """Rebuild the vector store from the catalog if it is behind; False if that must wait for a writer."""
         if self.store.saved_generation() == generation and not self.store.needs_rebuild():
             if self.generation >= 0 and not self.store.live:   # another process saved this generation's file
-                self.store = open_vector_store(self.cfg.vector_store, self.embedder.dimension, self.folder)
+                self.store = self._open_store()
             return True
         if not getattr(self.store, "shared", False) or locked:
             self._rebuild_store(generation)

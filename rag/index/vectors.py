@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
+
+from common.files import atomic_write
 
 from rag.config import VectorStoreConfig
 
@@ -51,19 +52,6 @@ class VectorStore(ABC):
         return None
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class FaissStore(VectorStore):
     """Exact inner-product search (flat) or HNSW, picked by size when `index: auto`.
 
@@ -71,7 +59,8 @@ class FaissStore(VectorStore):
     is rebuilt from the catalog once a tenth of it is stale.
     """
 
-    def __init__(self, cfg: VectorStoreConfig, dimension: int, folder: Path):
+    def __init__(self, cfg: VectorStoreConfig, dimension: int, folder: Path, catalog_id: str = ""):
+        # `catalog_id` is unused: the FAISS file lives beside its catalog's generation (QdrantStore needs it)
         import faiss
 
         self.faiss = faiss
@@ -173,20 +162,12 @@ class FaissStore(VectorStore):
 
     def save(self, generation: int) -> None:
         data = self.faiss.serialize_index(self.index).tobytes()
-        _atomic_write(self.path, data)
+        atomic_write(self.path, data)
         # Written after the vectors: a crash in between leaves an old number, which only costs a rebuild.
-        _atomic_write(self.generation_path, str(generation).encode())
+        atomic_write(self.generation_path, str(generation).encode())
 
     def saved_generation(self) -> int | None:
         try:
             return int(self.generation_path.read_text()) if self.path.exists() else None
         except (OSError, ValueError):
             return None
-
-
-def open_vector_store(cfg: VectorStoreConfig, dimension: int, folder: Path) -> VectorStore:
-    if cfg.backend == "qdrant":
-        from rag.index.vectors_qdrant import QdrantStore   # optional dependency: imported only when chosen
-
-        return QdrantStore(cfg, dimension, folder)
-    return FaissStore(cfg, dimension, folder)

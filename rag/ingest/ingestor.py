@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from rag.index.catalog import NewChunk, open_catalog
+from rag.index.catalog import NewChunk
+from rag.index.registry import open_catalog
 from rag.ingest.chunking import chunk_sections, make_splitter
 from rag.config import Config
 from common.errors import SourceError, UserInputError

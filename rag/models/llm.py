@@ -118,7 +118,7 @@ class ChatModel(ABC):
 
 
 class LlamaCppModel(ChatModel):
-    def __init__(self, cfg: LLMConfig, cache_dir: Path):
+    def __init__(self, cfg: LLMConfig, cache_dir: Path, plan=None):   # `plan`: for GPU backends only
         try:
             from llama_cpp import Llama
         except ImportError as err:
@@ -157,7 +157,7 @@ class LlamaCppModel(ChatModel):
 class OpenAIModel(ChatModel):
     """Any OpenAI-compatible server: vLLM, TGI, llama.cpp server, Ollama."""
 
-    def __init__(self, cfg: LLMConfig, cache_dir: Path):
+    def __init__(self, cfg: LLMConfig, cache_dir: Path, plan=None):   # `plan`: for GPU backends only
         from openai import OpenAI
 
         if not cfg.base_url:
@@ -220,15 +220,3 @@ class OpenAIModel(ChatModel):
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4)   # no tokenizer for a remote model: ~4 characters per token
-
-
-def load_chat_model(cfg: LLMConfig, cache_dir: Path, plan=None) -> ChatModel:
-    """`plan`: the placement (rag.models.placement.Plan) Engines decided; only the transformers backend places
-    weights on GPUs, and without a plan it makes one for the model alone."""
-    if cfg.backend == "llamacpp":
-        return LlamaCppModel(cfg, cache_dir)
-    if cfg.backend == "openai":
-        return OpenAIModel(cfg, cache_dir)
-    from rag.models.llm_hf import TransformersModel
-
-    return TransformersModel(cfg, cache_dir, plan)

@@ -188,7 +188,7 @@ class TransformersModel(ChatModel):
         if plan is None:
             from rag.config import Config
 
-            plan = plan_engines(Config(llm=cfg), cache_dir)
+            plan = plan_engines(Config(llm=cfg), cache_dir, model_gib)
             log.info("%s", "\n".join(plan.describe()))
         self.plan: Plan = plan
         on_gpu = plan.mode in ("replicas", "split")

@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Literal
 from common.errors import BackendError
 
 if TYPE_CHECKING:
-    from rag.config import Config
+    from collections.abc import Callable
+
+    from rag.config import Config, LLMConfig
 
 GIB = 1024 ** 3
 # Bytes per parameter, including the small extras (NF4: absmax/double-quant constants, the
@@ -224,9 +226,11 @@ def gpus_for(gpus: list[GpuInfo], device: str, key: str) -> list[GpuInfo]:
     return chosen
 
 
-def plan_engines(cfg: Config, cache_dir: Path | str) -> Plan:
+def plan_engines(cfg: Config, cache_dir: Path | str,
+                 model_gib: Callable[[LLMConfig, Path], float] | None = None) -> Plan:
     """The plan for a whole configuration: the GPUs are measured only when some device asks for one,
-    and the chat model's size is estimated only when it may go on a GPU."""
+    and the chat model's size is estimated only when it may go on a GPU, by `model_gib` (the backend's
+    own estimate, rag/models/llm_hf.py `model_gib`: the planner knows no model backend)."""
     llm, emb, asr = cfg.llm, cfg.embeddings, cfg.asr
     # llama.cpp runs on the CPU here (no GPU layers); the openai backend's model lives in its server.
     llm_device = llm.device if llm.backend == "transformers" else "cpu"
@@ -238,13 +242,13 @@ def plan_engines(cfg: Config, cache_dir: Path | str) -> Plan:
     llm_on = gpus_for(gpus, llm_device, "llm.device")
     gpus_for(gpus, emb.device, "embeddings.device")   # only to fail early on a pin that cannot be met
     gpus_for(gpus, asr.device, "asr.device")
-    model_gib = 0.0
+    size_gib = 0.0
     if llm_on:
-        from rag.models import llm_hf   # transformers is imported only when a model may go on a GPU
-
-        model_gib = llm_hf.model_gib(llm, Path(cache_dir))
+        if model_gib is None:
+            raise ValueError("plan_engines needs model_gib to place a chat model on a GPU")
+        size_gib = model_gib(llm, Path(cache_dir))
     # asr/ turns "cuda:N" into CTranslate2's device="cuda", device_index=N, so Whisper may go on any GPU.
-    return plan_placement(gpus, model_gib, llm_gpus=[g.index for g in llm_on], llm_server=llm.backend == "openai",
+    return plan_placement(gpus, size_gib, llm_gpus=[g.index for g in llm_on], llm_server=llm.backend == "openai",
                           embedder_device=emb.device, whisper_device=asr.device, whisper_compute=asr.compute_type)
 
 
