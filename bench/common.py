@@ -14,6 +14,7 @@ import os
 import platform
 import resource
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +32,13 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 OUT = ROOT / "bench" / "out"          # git-ignored: model cache shared by runs, temporary data dirs
 CACHE = OUT / "cache"                 # float32 LLM copy, ONNX exports: made once, reused by every run
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for servers the benchmarks and tests start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass

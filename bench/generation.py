@@ -14,13 +14,12 @@ read once per generated token): see `bandwidth_fraction`.
 """
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench.common import Context, Section, Table, data_dir, engines, forget, load_now, squad
+from bench.common import Context, Section, Table, data_dir, engines, forget, free_port, load_now, squad
 
 LENGTHS = (300, 1200, 3000)
 QUESTION = "Summarize everything the sources say, in detail, point by point."
@@ -112,12 +111,6 @@ def measure(llm, messages, max_new: int, count_tokens) -> dict:
     decode = (n - 1) / (last - first) if first and last and last > first and n > 1 else float("nan")
     return {"ttft": (first or time.perf_counter()) - t0, "tokens": n, "tok_s": decode,
             "total_s": (last or time.perf_counter()) - t0}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(gguf: str, n_ctx: int, threads: int, batch: int) -> tuple[subprocess.Popen, str]:

@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench.common import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [   # (question, the document whose passage must come first)
     ("When did the Harbor Point library abolish fines?", "harbor-library.md"),
@@ -31,12 +33,6 @@ QUESTIONS = [   # (question, the document whose passage must come first)
     ("What tyre pressure do city bicycle tyres want?", "bicycle-care.txt"),
 ]
 MAX_REQUESTS_PER_SESSION = 200
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:

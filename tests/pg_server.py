@@ -13,23 +13,17 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
+from bench.common import free_port
 
 PASSWORD = "s3cret-Pw-" + uuid.uuid4().hex[:8]   # must never appear in an error message
 USER = "rag"
 DATABASE = "ragtest"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pg_url(port: int, password: str = PASSWORD, database: str = DATABASE) -> str:

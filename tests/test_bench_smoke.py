@@ -32,6 +32,7 @@ def _digest() -> str | None:
     return hashlib.sha256(RESULTS.read_bytes()).hexdigest() if RESULTS.exists() else None
 
 
+@pytest.mark.slow     # about 4 minutes: every benchmark loads its own models
 def test_bench_all_quick_prints_every_table_and_records_nothing():
     before = _digest()
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")

@@ -4,7 +4,6 @@ one that cuts streams short, and four concurrent questions through the whole pip
 from __future__ import annotations
 
 import http.server
-import socket
 import subprocess
 import sys
 import threading
@@ -20,18 +19,13 @@ from common.errors import BackendError
 from rag.events import Done, Failed, TextDelta
 from rag.models.llm import GenerationSettings, OpenAIModel
 from common.shipped import resolve
+from bench.common import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MAYOR = [{"role": "system", "content": "Answer from the context only."},
          {"role": "user", "content": "Context: The mayor is Helen Ward.\n\nQuestion: Who is the mayor?"}]
 STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
 GREEDY = GenerationSettings(max_new_tokens=48, temperature=0.0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, str]:

@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from pydantic import ValidationError
 from conftest import ROOT, SQUAD, engines_like
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -208,7 +209,7 @@ def test_config_loader_accepts_or_names_the_problem(values, section, tmp_path_fa
         assert "\n" not in message and ("config key" in message or "config value" in message
                                         or "mapping" in message), message
     else:
-        with pytest.raises(Exception):
+        with pytest.raises(ValidationError, match="frozen"):
             cfg.retrieval.k = 3          # immutable once loaded
 
 

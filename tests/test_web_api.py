@@ -105,7 +105,9 @@ def test_login_protects_the_page_and_the_api(web_server_with_login):
         assert httpx.get(server.url + path, timeout=30).status_code == 401, path
     call = httpx.post(server.url + "gradio_api/call/ask", json={"data": ["When did it open?", ""]}, timeout=30)
     assert call.status_code == 401
-    with pytest.raises(Exception):  # noqa: B017 - the client fails to fetch the API description
+    from gradio_client.exceptions import AuthenticationError
+
+    with pytest.raises(AuthenticationError, match="credentials were not provided"):   # no API description
         client(server.url).predict("When did the Harbor Point library open?", "", api_name="/ask")
     answer, sources = client(server.url, auth=login).predict(
         "When did the Harbor Point library open?", "", api_name="/ask")

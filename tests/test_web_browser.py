@@ -236,8 +236,10 @@ def test_a_silent_recording_gives_a_plain_warning(browser, web_server, tmp_path)
     page.locator("#rag-mic").get_by_role("button", name="Upload file").click()
     page.set_input_files("#rag-mic input[type=file]", str(silence))
     page.wait_for_function("document.body.innerText.includes('No speech heard in the recording')", timeout=60_000)
-    # Nothing half-done stays in the chat (the "Transcribing…" line goes away).
+    # Nothing half-done stays in the chat (the "Transcribing…" line goes away); the warning is one plain line.
     page.wait_for_function("document.querySelectorAll('#rag-chat .message').length === 0", timeout=10_000)
+    toast = page.get_by_text("No speech heard in the recording").first.inner_text()
+    assert "\n" not in toast.strip() and "Error" not in toast and "Traceback" not in toast, toast
     page.context.close()
 
 
