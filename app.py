@@ -188,7 +188,7 @@ def cmd_search(engines, args) -> int:
 
 
 def _ask_once(engines, question, history, args, stream_text: bool) -> dict:
-    from rag.events import AudioChunk, Done, Failed, Notice, Queued, TextDelta
+    from rag.events import Notice, Queued, TextDelta, fold
     from rag.pipeline import AskOptions
 
     t0 = time.perf_counter()
@@ -201,21 +201,20 @@ def _ask_once(engines, question, history, args, stream_text: bool) -> dict:
     speak = bool(getattr(args, "speak", None))
     options = AskOptions(k=args.k, voice=getattr(args, "voice", False) or transcript is not None, speak=speak,
                          sources=tuple(args.source))
-    audio, done = [], None
-    for event in engines.pipeline(speak=speak).ask(question, history, options, t0=t0):
+    def show(event) -> None:
         if isinstance(event, TextDelta) and stream_text:
             sys.stdout.write(event.text)
             sys.stdout.flush()
-        elif isinstance(event, AudioChunk):
-            audio.append(event)
         elif isinstance(event, Queued):
             log.info("waiting for the model: position %d", event.position)
         elif isinstance(event, Notice):
             print(f"warning: {event.message}", file=sys.stderr)
-        elif isinstance(event, Failed):
-            raise event.error if isinstance(event.error, RagError) else RagError(event.message)
-        elif isinstance(event, Done):
-            done = event
+
+    outcome = fold(engines.pipeline(speak=speak).ask(question, history, options, t0=t0), show)
+    if outcome.failed is not None:
+        failed = outcome.failed
+        raise failed.error if isinstance(failed.error, RagError) else RagError(failed.message)
+    audio, done = outcome.audio, outcome.done
     if speak:
         from common.wav import write_wav
 

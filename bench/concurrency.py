@@ -17,7 +17,7 @@ from bench.common import (Context, Section, Table, answerable, engines, load_now
 
 
 def ask_all(pipeline, llm, questions: list[str]) -> tuple[list[dict], float]:
-    from rag.events import Done, Failed
+    from rag.events import fold
     from rag.pipeline import AskOptions
 
     barrier = threading.Barrier(len(questions) + 1)
@@ -26,12 +26,12 @@ def ask_all(pipeline, llm, questions: list[str]) -> tuple[list[dict], float]:
 
     def work(i: int, q: str) -> None:
         barrier.wait()
-        for event in pipeline.ask(q, [], AskOptions(rewrite=False), t0=start[0]):
-            if isinstance(event, Done):
-                results[i] = {"first_token": event.timings.get("first_token_s"), "done": event.timings.get("answer_done_s"),
-                              "tokens": llm.count_tokens(event.answer), "abstained": event.abstained}
-            elif isinstance(event, Failed):
-                results[i] = {"failed": event.message}
+        outcome = fold(pipeline.ask(q, [], AskOptions(rewrite=False), t0=start[0]))
+        if (done := outcome.done) is not None:
+            results[i] = {"first_token": done.timings.get("first_token_s"), "done": done.timings.get("answer_done_s"),
+                          "tokens": llm.count_tokens(done.answer), "abstained": done.abstained}
+        elif outcome.failed is not None:
+            results[i] = {"failed": outcome.failed.message}
 
     threads = [threading.Thread(target=work, args=(i, q)) for i, q in enumerate(questions)]
     for t in threads:

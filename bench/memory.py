@@ -37,7 +37,7 @@ def child(data: str, wav: str, overrides: list[str]) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from rag.config import load_config
     from rag.engines import Engines
-    from rag.events import AudioChunk, Done
+    from rag.events import fold
     from rag.pipeline import AskOptions
 
     rss = {"start": rss_mb()}
@@ -55,12 +55,9 @@ def child(data: str, wav: str, overrides: list[str]) -> dict:
     rss["tts"] = rss_mb()
     t0 = time.perf_counter()
     text = eng.transcriber.transcribe(wav).text
-    audio_s, answer = 0.0, ""
-    for event in eng.pipeline(speak=True).ask(text, [], AskOptions(voice=True, speak=True), t0=t0):
-        if isinstance(event, AudioChunk):
-            audio_s += len(event.samples) / event.sample_rate
-        elif isinstance(event, Done):
-            answer = event.answer
+    outcome = fold(eng.pipeline(speak=True).ask(text, [], AskOptions(voice=True, speak=True), t0=t0))
+    audio_s = sum(len(chunk.samples) / chunk.sample_rate for chunk in outcome.audio)
+    answer = outcome.done.answer if outcome.done else ""
     rss["answered"] = rss_mb()
     return {"rss_mb": rss, "peak_mb": rss_mb("VmHWM"), "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "chunks": report.chunks if report else 0, "heard": text, "answer": answer, "audio_s": audio_s}

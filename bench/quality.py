@@ -56,18 +56,18 @@ def f1(prediction: str, answers: list[str]) -> float:
 
 
 def ask(pipeline, question: str) -> dict:
-    from rag.events import Done, Failed
+    from rag.events import fold
     from rag.pipeline import AskOptions
     from rag.answer.prompt import cited_numbers
 
     t = time.perf_counter()
-    for event in pipeline.ask(question, [], AskOptions()):
-        if isinstance(event, Done):
-            return {"answer": event.answer, "abstained": event.abstained, "sources": event.sources,
-                    "cited": cited_numbers(event.answer, len(event.sources)), "seconds": time.perf_counter() - t}
-        if isinstance(event, Failed):
-            return {"answer": "", "abstained": False, "sources": (), "cited": [], "failed": event.message,
-                    "seconds": time.perf_counter() - t}
+    outcome = fold(pipeline.ask(question, [], AskOptions()))
+    if (done := outcome.done) is not None:
+        return {"answer": done.answer, "abstained": done.abstained, "sources": done.sources,
+                "cited": cited_numbers(done.answer, len(done.sources)), "seconds": time.perf_counter() - t}
+    if outcome.failed is not None:
+        return {"answer": "", "abstained": False, "sources": (), "cited": [], "failed": outcome.failed.message,
+                "seconds": time.perf_counter() - t}
     raise RuntimeError("the pipeline ended without Done")
 
 

@@ -32,19 +32,16 @@ def _transcribe_and_ask(eng, pipeline, wav: Path, speak: bool):
     """Both orders' shared part: t0 at the end of the recording, transcribe, then run the pipeline to
     Done. A Failed event raises (a failed question must not pass as a fast or abstained one).
     Returns (t0, transcription seconds, the transcript, Done or None)."""
-    from rag.events import Done, Failed
+    from rag.events import fold
     from rag.pipeline import AskOptions
 
     t0 = time.perf_counter()
     transcript = eng.transcriber.transcribe(wav)
     t_asr = time.perf_counter() - t0
-    done = None
-    for event in pipeline.ask(transcript.text, [], AskOptions(voice=True, speak=speak), t0=t0):
-        if isinstance(event, Done):
-            done = event
-        elif isinstance(event, Failed):
-            raise RuntimeError(f"{wav.name}: {event.message}")
-    return t0, t_asr, transcript, done
+    outcome = fold(pipeline.ask(transcript.text, [], AskOptions(voice=True, speak=speak), t0=t0))
+    if outcome.failed is not None:
+        raise RuntimeError(f"{wav.name}: {outcome.failed.message}")
+    return t0, t_asr, transcript, outcome.done
 
 
 def seed_order(eng, text_pipeline, wav: Path) -> dict:

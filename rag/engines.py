@@ -23,6 +23,20 @@ class Engines:
         self._voices_lock = threading.Lock()
         self._voices: dict[tuple, object] = {}
 
+    MODELS = {"embedder": "embeddings", "llm": "llm", "synthesizer": "tts", "transcriber": "asr"}  # -> config section
+
+    def loaded(self, name: str) -> bool:
+        """Whether `name` (an engine property) is already built; asking never loads it."""
+        return name in self.__dict__          # where cached_property keeps what it built
+
+    def share_models(self, other: Engines) -> None:
+        """Use the models `other` has already loaded instead of loading them again: tests, benchmarks
+        and several data dirs in one process pay the slow part once. A model `other` has not loaded,
+        or loaded under other settings, is left to load here on first use."""
+        for name, section in self.MODELS.items():
+            if other.loaded(name) and getattr(self.cfg, section) == getattr(other.cfg, section):
+                self.__dict__[name] = other.__dict__[name]
+
     def _load(self, what: str, factory):
         with self._lock:
             log.info("loading %s", what)

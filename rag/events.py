@@ -93,3 +93,38 @@ class Failed:
 
 
 Event = Queued | Transcribed | Retrieved | TextDelta | SentenceReady | AudioChunk | Done | Notice | Failed
+
+
+Terminal = Done | Failed
+
+
+@dataclass
+class Outcome:
+    """What one `Pipeline.ask` came to: its terminal event, and the speech and notices on the way."""
+
+    done: Done | None = None
+    failed: Failed | None = None
+    audio: list[AudioChunk] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def terminal(self) -> Terminal | None:
+        return self.done or self.failed
+
+
+def fold(events, on_event=None) -> Outcome:
+    """Run an event stream to its end and collect it; `on_event(event)` sees each event first (to stream
+    text, say). The one loop the CLI, the benchmarks and the tests share instead of each its own chain."""
+    outcome = Outcome()
+    for event in events:
+        if on_event is not None:
+            on_event(event)
+        if isinstance(event, Done):
+            outcome.done = event
+        elif isinstance(event, Failed):
+            outcome.failed = event
+        elif isinstance(event, AudioChunk):
+            outcome.audio.append(event)
+        elif isinstance(event, Notice):
+            outcome.notices.append(event.message)
+    return outcome

@@ -50,9 +50,8 @@ def engines_like(base, data_dir: Path, *overrides: str):
     from rag.engines import Engines
 
     engines = Engines(make_config(data_dir, *overrides))
-    engines.embedder = base.embedder
-    if "llm" in base.__dict__:
-        engines.llm = base.llm
+    base.embedder                  # every caller needs it: load it once, in base
+    engines.share_models(base)
     return engines
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import time
@@ -15,18 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from bench.common import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic", "--autoplay-policy=no-user-gesture-required"]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -69,9 +63,7 @@ def _launch(config_overrides: list[str], data_dir: Path, share_models_with=None)
     cfg = load_config(ROOT / "config.yaml", config_overrides, data_dir=str(data_dir))
     engines = Engines(cfg)
     if share_models_with is not None:      # loading is the slow part: reuse what is loaded
-        for name in ("embedder", "llm", "synthesizer", "transcriber"):
-            if name in share_models_with.__dict__:
-                setattr(engines, name, getattr(share_models_with, name))
+        engines.share_models(share_models_with)
     demo, url = launch(engines, host="127.0.0.1", port=free_port(), block=False)
     return demo, url, engines
 

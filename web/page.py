@@ -83,7 +83,7 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
     docs = DocumentHandlers(engines)
     tts_on = cfg.tts.enabled
     synth_name = None
-    if tts_on and "synthesizer" in engines.__dict__:
+    if tts_on and engines.loaded("synthesizer"):
         synth_name = getattr(engines.synthesizer, "name", None)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
