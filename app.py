@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("audio")
     s.add_argument("--json", action="store_true")
 
+    s = sub.add_parser("converse", help="a recorded spoken conversation through the call mode's turn-taking")
+    s.add_argument("audio", metavar="AUDIO")
+    s.add_argument("--realtime", action="store_true", help="feed the audio at real-time pace, as a browser does")
+    s.add_argument("--json", action="store_true", help="one JSON line per turn")
+
     s = sub.add_parser("say", help="speak a text into a WAV file")
     s.add_argument("text")
     s.add_argument("-o", "--output", required=True, metavar="OUT.wav")
@@ -300,6 +305,29 @@ def cmd_say(engines, args) -> int:
     return 0
 
 
+def cmd_converse(engines, args) -> int:
+    """A recording through a Call, one session; each turn is printed as it ends."""
+    from common.audio import load_audio
+    from rag.call import Call, SkippingClock, play_recording
+
+    samples = load_audio(args.audio)           # the whole recording, 16 kHz mono (asr.max_audio_s applies)
+    engines.ensure_documents()
+    clock = SkippingClock()
+    call = Call(engines, clock, partial_every_s=0)
+    call.warm_up()                             # loading and first calls are not on the recording's clock
+
+    def show(record) -> None:
+        if args.json:
+            _emit(record.as_json())
+        else:
+            flag = " (interrupted)" if record.barged_in else ""
+            print(f"[{record.speech_start_s:.2f}-{record.speech_end_s:.2f} s] you: {record.transcript}\n"
+                  f"  answer{flag}: {record.spoken if record.barged_in else record.answer}", flush=True)
+
+    play_recording(call, samples, clock, realtime=args.realtime, on_record=show)
+    return 0
+
+
 def cmd_serve(engines, args) -> int:
     from web.page import serve   # gradio is imported only here, in the app layer
 
@@ -308,7 +336,7 @@ def cmd_serve(engines, args) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "ingest": cmd_ingest, "migrate": cmd_migrate, "search": cmd_search, "ask": cmd_ask,
-            "transcribe": cmd_transcribe, "say": cmd_say}
+            "transcribe": cmd_transcribe, "say": cmd_say, "converse": cmd_converse}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,10 +16,49 @@ from __future__ import annotations
 
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from bench.common import (Context, Section, Table, answerable, engines, forget_prompt_cache, load_now, pct, spread,
                           quick_overrides, squad, squad_index, target, temp_dir)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A recorded conversation: the file, its 16 kHz samples, and where each spoken part really is."""
+
+    path: Path
+    samples: np.ndarray
+    speech: list[tuple[float, float]]      # (first, last audible sample) of each utterance, in seconds
+
+
+def conversation(parts: list, path: Path, voice=None, quiet: float = 0.01) -> Conversation:
+    """Strings are spoken (by `voice`, a loaded hibari.Hibari; espeak-ng when None), numbers are seconds
+    of silence between them. Each utterance is trimmed to its audible part (samples above `quiet`), so
+    the silences are exactly as given and `speech` holds each utterance's true start and end."""
+    from common.audio import load_audio
+    from common.wav import resample, write_wav
+
+    pieces, speech, at = [], [], 0
+    for n, part in enumerate(parts):
+        if isinstance(part, str):
+            if voice is None:
+                audio = load_audio(speak_to_wav(part, path.with_suffix(f".{n}.wav")))
+            else:
+                from hibari import SAMPLE_RATE
+                audio = resample(np.asarray(voice(part, seed=0), np.float32), SAMPLE_RATE, 16000)
+            loud = np.flatnonzero(np.abs(audio) > quiet)
+            audio = audio[loud[0]:loud[-1] + 1]
+            speech.append((at / 16000, (at + audio.size) / 16000))
+        else:
+            audio = np.zeros(int(part * 16000), np.float32)
+        pieces.append(audio)
+        at += audio.size
+    samples = np.concatenate(pieces)
+    write_wav(path, samples, 16000)
+    return Conversation(path, samples, speech)
 
 
 def speak_to_wav(text: str, path: Path, words_per_minute: int = 160) -> Path:

@@ -126,6 +126,16 @@ class PromptConfig(Section):
     example: bool = False
 
 
+class CallConfig(Section):
+    """Hands-free spoken conversation (the page's Talk button, `app.py converse`; rag/call.py)."""
+    end_silence_s: float = Field(0.6, ge=0.1, le=5)    # silence after speech that ends the user's turn
+    min_speech_s: float = Field(0.25, ge=0.05, le=2)   # shorter sounds never start a turn (or a barge-in)
+    vad_threshold: float = Field(0.5, gt=0, lt=1)      # Silero VAD speech probability
+    echo_guard_s: float = Field(0.3, ge=0, le=5)       # speech this soon after our voice starts is not a barge-in
+    partial_every_s: float = Field(1.0, ge=0)          # words-so-far while the user speaks (0: off)
+    idle_end_s: float = Field(300, gt=0)               # a call with nobody speaking ends after this
+
+
 class AuthConfig(Section):
     username_env: str = "RAG_USERNAME"
     password_env: str = "RAG_PASSWORD"
@@ -170,6 +180,7 @@ class Config(Section):
     prompt: PromptConfig = PromptConfig()
     asr: ASRConfig = ASRConfig()
     tts: TTSConfig = TTSConfig()
+    call: CallConfig = CallConfig()
     server: ServerConfig = ServerConfig()
     history: HistoryConfig = HistoryConfig()
     catalog: CatalogConfig = CatalogConfig()
