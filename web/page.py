@@ -14,6 +14,7 @@ import secrets
 import gradio as gr
 
 from common.errors import RagError, UserInputError, one_line
+from web.call import CHECK_MIC_JS, IDLE, PLAYER_JS, SYNC_MIC_JS, CallHandlers, end_call
 from web.chat import ChatHandlers, voice_choices, voice_value
 from web.documents import DocumentHandlers
 from web.render import SOURCES_EMPTY, profile_markdown
@@ -81,6 +82,7 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
     cfg = engines.cfg
     chat = ChatHandlers(engines, transcriber_error)
     docs = DocumentHandlers(engines)
+    calls = CallHandlers(engines, chat, transcriber_error)
     tts_on = cfg.tts.enabled
     synth_name = None
     if tts_on and engines.loaded("synthesizer"):
@@ -88,6 +90,7 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
 
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
         session = gr.BrowserState("", storage_key="voice-rag-session", secret=_browser_secret(cfg))
+        call_state = gr.State(None, delete_callback=end_call)     # this tab's call; ended when the tab goes
         gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="rag-header")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
@@ -117,6 +120,15 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
                                 speak = gr.Checkbox(label="Speak answers aloud", value=tts_on,
                                                     interactive=tts_on, elem_id="rag-speak")
                                 new_chat = gr.Button("New chat", variant="secondary", elem_id="rag-new-chat")
+                        with gr.Row(equal_height=True):
+                            talk = gr.Button("Talk", variant="primary", scale=1, min_width=110, elem_id="rag-talk",
+                                             interactive=transcriber_error is None)
+                            mute = gr.Checkbox(label="Mute", value=False, scale=0, min_width=90, elem_id="rag-mute")
+                            call_status = gr.Markdown(IDLE, elem_id="rag-call-status")
+                        call_mic = gr.Audio(sources=["microphone"], type="numpy", streaming=True, visible="hidden",
+                                            elem_id="rag-call-mic", label="Call microphone")
+                        call_player = gr.Textbox(visible="hidden", elem_id="rag-call-player")
+                        mic_problem = gr.Textbox(visible="hidden", elem_id="rag-mic-problem")
                     with gr.Column(scale=2, min_width=300):
                         gr.Markdown("### Sources")
                         sources = gr.HTML(SOURCES_EMPTY, elem_id="rag-sources")
@@ -176,6 +188,15 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
                      api_visibility="private", queue=False)
         speak.change(lambda on: gr.update(visible=bool(on)), [speak], [spoken], api_visibility="private",
                      queue=False)
+        call_kw = dict(concurrency_id="call", concurrency_limit=None, api_visibility="private",
+                       show_progress="hidden")
+        talk.click(calls.toggle, [call_state, session, chatbot, voice_choice, rate, mic_problem],
+                   [call_state, talk, call_mic, call_status, session, call_player], js=CHECK_MIC_JS,
+                   **call_kw).then(None, None, None, js=SYNC_MIC_JS)
+        call_mic.stream(calls.stream, [call_mic, call_state, chatbot, mute],
+                        [chatbot, sources, call_status, call_player, call_state, talk, call_mic],
+                        stream_every=0.25, time_limit=None, **call_kw)
+        call_player.change(None, [call_player], None, js="(v) => { window.ragCall && window.ragCall.take(v); }")
 
         listing = [table, to_remove, search_in]
         upload.upload(docs.add_files, [upload], [doc_status, *listing, upload], **doc_kw)
@@ -234,7 +255,7 @@ def launch(engines, host: str | None = None, port: int | None = None, block: boo
             server_name=host, server_port=port, auth=auth, auth_message=f"{TITLE}: please log in.",
             prevent_thread_lock=not block, quiet=not block, show_error=False,
             max_file_size=int(cfg.documents.max_file_mb * 1e6), footer_links=["api"], theme=theme, css=CSS,
-            ssr_mode=False, mcp_server=False, allowed_paths=[], pwa=False)
+            ssr_mode=False, mcp_server=False, allowed_paths=[], pwa=False, head=PLAYER_JS)
     except OSError as err:     # port taken, address not on this host: one line from the CLI, no traceback
         detail = " ".join(str(err).split())[:200]
         raise UserInputError(f"cannot serve on {host}:{port} ({detail}); pass --port with a free port "
