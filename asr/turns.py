@@ -116,6 +116,17 @@ class TurnDetector:
     def in_turn(self) -> bool:
         return self._speaking
 
+    @property
+    def turn_start_s(self) -> float:
+        return self._secs(self._turn_start)
+
+    @property
+    def silent_for_s(self) -> float:
+        """How long the current turn has been silent (0 while speaking or outside a turn)."""
+        if not self._speaking or self._paused_at is None:
+            return 0.0
+        return self._secs(self._windows - self._paused_at)
+
     def turn_audio(self) -> np.ndarray:
         """The current turn's audio so far (empty outside a turn), for a transcript of the words so far."""
         return self._audio(self._turn_start, self._windows) if self._speaking else np.zeros(0, np.float32)

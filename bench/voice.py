@@ -1,4 +1,5 @@
-"""Voice latency: end of speech -> first audio, the seed's order vs ours, side by side in one run.
+"""Voice latency: end of speech -> first audio, the seed's order vs ours, and call mode (bench/call.py),
+side by side in one run.
 
 Spoken questions are SQuAD questions (about documents in the index) read by espeak-ng into WAV files;
 the clock starts at the end of the recording (t0 = just before transcription), as a user hears it.
@@ -146,4 +147,16 @@ def run(ctx: Context) -> Section:
                          "the seed's whole-answer wait would be longer still.")
     section.notes.append(target("ours faster than the seed at p50", p50s / p50o, 1.0, True, "×"))
     section.figures.update(seed_p50=p50s, seed_p95=p95s, ours_p50=p50o, ours_p95=p95o)
+    from bench.call import call_rows
+
+    call_table, barge_table, figures = call_rows(eng, [q["question"] for q in questions], folder)
+    section.tables += [call_table, barge_table]
+    section.figures.update(figures)
+    section.notes.append(target("call mode: end of speech -> first audio p50", figures["call_first_audio_p50"], 1.0,
+                                False, " s"))
+    section.notes.append(target("call mode: end of speech -> first audio p95", figures["call_first_audio_p95"], 1.6,
+                                False, " s"))
+    if figures["barge_in_p50"] is not None:
+        section.notes.append(target("barge-in: speech over the answer -> playback stopped p50",
+                                    figures["barge_in_p50"], 0.4, False, " s"))
     return section

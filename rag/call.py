@@ -69,6 +69,41 @@ class CallEvent:
     value: Any = None
 
 
+class _Hold:
+    """The output gate of an answer started before its turn was sure to be over: what it produces
+    waits here until the turn ends (`release`), or is dropped when the user speaks on."""
+
+    def __init__(self, released: bool = True):
+        self.open = threading.Event()
+        self.waiting: list[Callable[[], None]] = []
+        self._lock = threading.Lock()          # the worker and the feeding thread both flush
+        if released:
+            self.open.set()
+
+    def out(self, show: Callable[[], None]) -> None:
+        with self._lock:
+            self.waiting.append(show)
+        if self.open.is_set():
+            self.flush()
+
+    def release(self) -> None:
+        self.open.set()
+        self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            while self.waiting:
+                self.waiting.pop(0)()
+
+
+@dataclass
+class _Speculation:
+    end_s: float                 # the speech end it assumed
+    record: TurnRecord
+    hold: _Hold
+    cancel: threading.Event
+
+
 class SkippingClock:
     """The call's clock for a recording: real time while work is in flight, and a jump over stretches
     where nothing is computed (the user talking to an idle app, silence, playback), so a recording runs
@@ -106,6 +141,7 @@ class Call:
         self.history: list[dict] = engines.history.history(session) if session else []
         self._asr = ThreadPoolExecutor(1, thread_name_prefix="call-asr")   # one transcription at a time
         self._guess: tuple[float, Future] | None = None     # (speech end it covers, transcript future)
+        self._spec: _Speculation | None = None              # an answer started before the turn ended
         self._partial: Future | None = None
         self._last_partial = 0.0
         self._lock = threading.Lock()
@@ -142,8 +178,10 @@ class Call:
                 self._guess = (event.at_s, self._asr.submit(self._transcribe, event.audio))
             elif isinstance(event, Resumed):
                 self._guess = None
+                self._drop_speculation()
             elif isinstance(event, TurnEnded):
                 self._on_turn(event)
+        self._maybe_speculate()
         now = self.now()
         self._maybe_partial(now)
         self._finish_played(now)
@@ -203,7 +241,45 @@ class Call:
             self._play_end = min(self._play_end, stop) if self._played else stop
         self.events.put(CallEvent("stop", record.turn))
 
+    def _maybe_speculate(self) -> None:
+        """The user has paused for `speculate_after_s` and their words are transcribed: start answering
+        now, unseen, so the first audio can follow the turn's end sooner."""
+        after = self.cfg.speculate_after_s
+        guess = self._guess
+        if (not after or guess is None or self._spec is not None or self._current is not None
+                or self.detector.silent_for_s < after or not guess[1].done() or not guess[1].result()):
+            return
+        record = TurnRecord(self._turns + 1, self.detector.turn_start_s, guess[0])
+        self._spec = _Speculation(guess[0], record, _Hold(released=False), threading.Event())
+        self._start(record, None, guess[1], self._spec.cancel, self._spec.hold)
+
+    def _drop_speculation(self) -> None:
+        spec, self._spec = self._spec, None
+        if spec is None:
+            return
+        spec.cancel.set()                       # its worker stops and shows nothing
+        with self._lock:
+            if self._current is spec.record:
+                self._current, self._worker, self._played, self._play_end = None, None, [], 0.0
+
+    def _start(self, record: TurnRecord, audio, guess: Future | None, cancel: threading.Event, hold: _Hold) -> None:
+        self._cancel = cancel
+        with self._lock:
+            self._current, self._played, self._play_end = record, [], 0.0
+        self._worker = threading.Thread(target=self._answer, args=(record, audio, guess, cancel, hold),
+                                        name=f"call-turn-{record.turn}", daemon=True)
+        self._worker.start()
+
     def _on_turn(self, turn: TurnEnded) -> None:
+        spec = self._spec
+        if spec is not None and spec.end_s == turn.end_s and not turn.cut:    # it guessed right: show it
+            self._spec, self._guess = None, None
+            self._turns += 1
+            spec.record.timings["turn_end_s"] = self.now()
+            self.events.put(CallEvent("state", spec.record.turn, "thinking"))
+            spec.hold.release()
+            return
+        self._drop_speculation()
         if self._worker_alive():
             self._barge_in(turn.start_s)
             self._worker.join()
@@ -216,37 +292,47 @@ class Call:
         self._guess = None
         self._turns += 1
         record = TurnRecord(self._turns, turn.start_s, turn.end_s, timings={"turn_end_s": self.now()})
-        self._cancel = threading.Event()
-        with self._lock:
-            self._current, self._played, self._play_end = record, [], 0.0
         self.events.put(CallEvent("state", record.turn, "thinking"))
-        self._worker = threading.Thread(target=self._answer, args=(record, turn.audio, guess, self._cancel),
-                                        name=f"call-turn-{record.turn}", daemon=True)
-        self._worker.start()
+        self._start(record, turn.audio, guess, threading.Event(), _Hold())
 
-    def _answer(self, record: TurnRecord, audio: np.ndarray, guess: Future | None, cancel: threading.Event) -> None:
+    def _answer(self, record: TurnRecord, audio, guess: Future | None, cancel: threading.Event, hold: _Hold) -> None:
+        """Transcribe (unless the pause already did), answer, speak. Everything the user sees or hears
+        goes through `hold`, and is timed when it is shown: a speculative answer's first token counts
+        from when the turn ended, not from when it was computed."""
+        def show_question(text: str) -> None:
+            record.timings["transcript_s"] = self.now()
+            self.events.put(CallEvent("question", record.turn, text))
+
+        def show_text(text: str) -> None:
+            record.timings.setdefault("first_token_s", self.now())
+            self.events.put(CallEvent("text", record.turn, text))
+
         try:
             text = guess.result() if guess is not None else self._asr.submit(self._transcribe, audio).result()
-            record.timings["transcript_s"] = self.now()
             record.transcript = text
             if not text or cancel.is_set():     # noise that Whisper heard no words in: no turn
                 return
-            self.events.put(CallEvent("question", record.turn, text))
+            hold.out(lambda: show_question(text))
             options = AskOptions(voice=True, speak=self.speak)
             for event in self.pipeline.ask(text, self.history, options, cancel=cancel):
+                if cancel.is_set() and not hold.open.is_set():
+                    return                      # a speculation the user talked over: nothing to show
                 if isinstance(event, TextDelta):
-                    record.timings.setdefault("first_token_s", self.now())
                     record.answer += event.text
-                    self.events.put(CallEvent("text", record.turn, event.text))
+                    hold.out(lambda t=event.text: show_text(t))
                 elif isinstance(event, AudioChunk):
-                    self._play(record, event)
+                    hold.out(lambda c=event: self._play(record, c))
                 elif isinstance(event, Done):
                     record.answer, record.abstained = event.answer, event.abstained
                     record.sources = [{"n": n, "source": h.source, "location": h.location, "text": h.text,
                                        "score": round(h.score, 6)} for n, h in enumerate(event.sources, 1)]
                 elif isinstance(event, Failed):
                     record.error = event.message
-                    self.events.put(CallEvent("notice", record.turn, event.message))
+                    hold.out(lambda m=event.message: self.events.put(CallEvent("notice", record.turn, m)))
+            while not hold.open.wait(0.05):     # written before the turn was over: wait for its end
+                if cancel.is_set():
+                    return
+            hold.flush()
         except RagError as err:
             record.error = one_line(err)
             self.events.put(CallEvent("notice", record.turn, record.error))
@@ -259,7 +345,7 @@ class Call:
         """Playback is modelled as back-to-back from the first chunk: what the user hears, and when."""
         now = self.now()
         with self._lock:
-            if record.barged_in:
+            if record.barged_in or record is not self._current:
                 return
             start = max(now, self._play_end)
             self._play_end = start + len(chunk.samples) / chunk.sample_rate

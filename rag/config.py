@@ -132,6 +132,9 @@ class CallConfig(Section):
     min_speech_s: float = Field(0.25, ge=0.05, le=2)   # shorter sounds never start a turn (or a barge-in)
     vad_threshold: float = Field(0.5, gt=0, lt=1)      # Silero VAD speech probability
     echo_guard_s: float = Field(0.3, ge=0, le=5)       # speech this soon after our voice starts is not a barge-in
+    # Start answering (held back, unseen) once the user has been silent this long and the words are
+    # transcribed, before the turn is sure to be over; dropped if they speak on (0: off).
+    speculate_after_s: float = Field(0.3, ge=0, le=5)
     partial_every_s: float = Field(1.0, ge=0)          # words-so-far while the user speaks (0: off)
     idle_end_s: float = Field(300, gt=0)               # a call with nobody speaking ends after this
 

@@ -25,6 +25,17 @@ if os.environ.get("CI"):
     _hypothesis_settings.load_profile("ci")
 
 
+# Tests that use these fixtures load real models or start real servers: they are integration tests,
+# marked `slow`, so `./test.sh -m "not web and not slow"` runs the unit tests alone in a minute or two.
+HEAVY_FIXTURES = {"base_engines", "squad_engines", "pg_server", "web_server", "web_server_with_login"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def make_config(data_dir: Path, *overrides: str):
     from rag.config import load_config
 

@@ -135,3 +135,24 @@ def test_converse_with_a_bad_file_says_so(tmp_path):
     done = subprocess.run([sys.executable, "app.py", "--data-dir", str(tmp_path / "data"), "converse", str(bad)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.startswith("error:") and "Traceback" not in done.stderr
+
+
+def test_an_answer_started_during_a_pause_is_dropped_when_the_user_goes_on(base_engines, voice, tmp_path):
+    """A 0.45 s pause: long enough to start answering the first half (speculate_after_s 0.3), too short
+    to end the turn (end_silence_s 0.6). Whether or not this machine was quick enough to start it, the
+    user sees one question, the whole one, and one answer."""
+    from rag.call import Call, SkippingClock, play_recording
+
+    talk = conversation(["How many panels", 0.45, "does the Millstream solar garden have?", 6.0],
+                        tmp_path / "pause.wav", voice)
+    clock = SkippingClock()
+    call = Call(base_engines, clock, partial_every_s=0)
+    call.warm_up()
+    records = play_recording(call, talk.samples, clock)
+    assert len(records) == 1 and "garden" in records[0].transcript.lower(), records
+    shown = []
+    while not call.events.empty():
+        event = call.events.get()
+        shown += [event.value] if event.kind == "question" else []
+    assert shown == [records[0].transcript]
+    assert "4,800" in records[0].answer
