@@ -168,19 +168,24 @@ def _check_question(args) -> None:
         raise UserInputError(f"-k must be between 1 and 50, got {args.k}")
 
 
+def _answer_batch(answer) -> int:
+    """`QUESTION -`: one JSON line out per line in; a bad line gets its error line and the rest go on."""
+    for question, history in _batch_lines():
+        try:
+            if question is None:
+                raise UserInputError(f"input line is not valid JSON: {history[:80]}")
+            _emit(answer(question, history))
+        except RagError as err:
+            _emit({"question": question, "error": one_line(err)})
+    return 0
+
+
 def cmd_search(engines, args) -> int:
     _check_question(args)
     history = _read_history(args.history)
     engines.ensure_documents()
     if args.question == "-":
-        for question, history in _batch_lines():
-            try:
-                if question is None:
-                    raise UserInputError(f"input line is not valid JSON: {history[:80]}")
-                _emit(_search_json(engines, question, history, args))
-            except RagError as err:
-                _emit({"question": question, "error": one_line(err)})
-        return 0
+        return _answer_batch(lambda question, history: _search_json(engines, question, history, args))
     result = _search_json(engines, args.question, history, args)
     if args.json:
         _emit(result)
@@ -241,14 +246,7 @@ def cmd_ask(engines, args) -> int:
     history = _read_history(args.history)
     engines.ensure_documents()
     if args.question == "-":
-        for question, history in _batch_lines():
-            try:
-                if question is None:
-                    raise UserInputError(f"input line is not valid JSON: {history[:80]}")
-                _emit(_ask_once(engines, question, history, args, stream_text=False))
-            except RagError as err:
-                _emit({"question": question, "error": one_line(err)})
-        return 0
+        return _answer_batch(lambda question, history: _ask_once(engines, question, history, args, stream_text=False))
     if args.json:
         _emit(_ask_once(engines, args.question, history, args, stream_text=False))
         return 0

@@ -195,6 +195,19 @@ class SqliteCatalog(CatalogStore):
         finally:
             db.close()
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside one write transaction: committed when the block ends, rolled back when it
+        raises (also on KeyboardInterrupt), so a killed ingest never leaves half a document."""
+        with self.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
     def get_meta(self, key: str) -> str | None:
         with self.connect() as db:
             row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -263,59 +276,46 @@ class SqliteCatalog(CatalogStore):
     def put_document(self, uri: str, source: str, root: str, digest: str, size: int, mtime_ns: int,
                      chunks: list[NewChunk], vectors: dict[str, np.ndarray]) -> tuple[list[int], list[int]]:
         added: list[int] = []
-        with self.connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute("SELECT id FROM documents WHERE uri=?", (uri,)).fetchone()
-                old_chunks: set[int] = set()
-                if row:
-                    doc_id = row[0]
-                    old_chunks = {r[0] for r in db.execute("SELECT chunk_id FROM refs WHERE doc_id=?", (doc_id,))}
-                    db.execute("DELETE FROM refs WHERE doc_id=?", (doc_id,))
-                    db.execute("UPDATE documents SET source=?, root=?, hash=?, size=?, mtime_ns=?, n_chunks=?, "
-                               "updated_at=? WHERE id=?",
-                               (source, root, digest, size, mtime_ns, len(chunks), time.time(), doc_id))
+        with self.transaction() as db:
+            row = db.execute("SELECT id FROM documents WHERE uri=?", (uri,)).fetchone()
+            old_chunks: set[int] = set()
+            if row:
+                doc_id = row[0]
+                old_chunks = {r[0] for r in db.execute("SELECT chunk_id FROM refs WHERE doc_id=?", (doc_id,))}
+                db.execute("DELETE FROM refs WHERE doc_id=?", (doc_id,))
+                db.execute("UPDATE documents SET source=?, root=?, hash=?, size=?, mtime_ns=?, n_chunks=?, "
+                           "updated_at=? WHERE id=?",
+                           (source, root, digest, size, mtime_ns, len(chunks), time.time(), doc_id))
+            else:
+                doc_id = db.execute("INSERT INTO documents (uri, source, root, hash, size, mtime_ns, n_chunks, "
+                                    "updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                                    (uri, source, root, digest, size, mtime_ns, len(chunks), time.time())
+                                    ).lastrowid
+            for ord_, chunk in enumerate(chunks):
+                hit = db.execute("SELECT id FROM chunks WHERE hash=?", (chunk.hash,)).fetchone()
+                if hit:
+                    chunk_id = hit[0]
                 else:
-                    doc_id = db.execute("INSERT INTO documents (uri, source, root, hash, size, mtime_ns, n_chunks, "
-                                        "updated_at) VALUES (?,?,?,?,?,?,?,?)",
-                                        (uri, source, root, digest, size, mtime_ns, len(chunks), time.time())
-                                        ).lastrowid
-                for ord_, chunk in enumerate(chunks):
-                    hit = db.execute("SELECT id FROM chunks WHERE hash=?", (chunk.hash,)).fetchone()
-                    if hit:
-                        chunk_id = hit[0]
-                    else:
-                        vector = vectors[chunk.hash].astype(np.float32).tobytes()
-                        chunk_id = db.execute("INSERT INTO chunks (hash, text, embed_text, vector) VALUES (?,?,?,?)",
-                                              (chunk.hash, chunk.text, chunk.embed_text, vector)).lastrowid
-                        added.append(chunk_id)
-                    db.execute("INSERT INTO refs VALUES (?,?,?,?,?)",
-                               (doc_id, ord_, chunk_id, chunk.location, chunk.start))
-                orphans = self._collect_orphans(db, old_chunks)
-                self._bump(db)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                    vector = vectors[chunk.hash].astype(np.float32).tobytes()
+                    chunk_id = db.execute("INSERT INTO chunks (hash, text, embed_text, vector) VALUES (?,?,?,?)",
+                                          (chunk.hash, chunk.text, chunk.embed_text, vector)).lastrowid
+                    added.append(chunk_id)
+                db.execute("INSERT INTO refs VALUES (?,?,?,?,?)",
+                           (doc_id, ord_, chunk_id, chunk.location, chunk.start))
+            orphans = self._collect_orphans(db, old_chunks)
+            self._bump(db)
         return added, orphans
 
     def remove_document(self, uri: str) -> list[int]:
-        with self.connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute("SELECT id FROM documents WHERE uri=?", (uri,)).fetchone()
-                if not row:
-                    db.execute("ROLLBACK")
-                    return []
-                old = {r[0] for r in db.execute("SELECT chunk_id FROM refs WHERE doc_id=?", (row[0],))}
-                db.execute("DELETE FROM refs WHERE doc_id=?", (row[0],))
-                db.execute("DELETE FROM documents WHERE id=?", (row[0],))
-                orphans = self._collect_orphans(db, old)
-                self._bump(db)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self.transaction() as db:
+            row = db.execute("SELECT id FROM documents WHERE uri=?", (uri,)).fetchone()
+            if not row:
+                return []
+            old = {r[0] for r in db.execute("SELECT chunk_id FROM refs WHERE doc_id=?", (row[0],))}
+            db.execute("DELETE FROM refs WHERE doc_id=?", (row[0],))
+            db.execute("DELETE FROM documents WHERE id=?", (row[0],))
+            orphans = self._collect_orphans(db, old)
+            self._bump(db)
         return orphans
 
     @staticmethod
@@ -371,16 +371,10 @@ class SqliteCatalog(CatalogStore):
         return docs, chunks
 
     def wipe(self) -> None:
-        with self.connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for table in ("refs", "documents", "chunks"):
-                    db.execute(f"DELETE FROM {table}")
-                self._bump(db)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self.transaction() as db:
+            for table in ("refs", "documents", "chunks"):
+                db.execute(f"DELETE FROM {table}")
+            self._bump(db)
         self.manifest_path.unlink(missing_ok=True)
 
 

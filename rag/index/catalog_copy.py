@@ -165,24 +165,18 @@ def _check_vectors(rows: list[tuple], dim: int, path: object) -> None:
 
 def _write_sqlite(target: SqliteCatalog, src: sqlite3.Connection, manifest: dict, source_generation: int,
                   replace: bool, dim: int) -> None:
-    with target.connect() as db:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            _refuse_if_full(db.execute("SELECT COUNT(*) FROM documents").fetchone()[0], replace, target)
-            for table in ("refs", "documents", "chunks"):
-                db.execute(f"DELETE FROM {table}")
-            for table, columns, order in TABLES:
-                marks = ",".join("?" * len(columns.split(",")))
-                for rows in _rows(src, table, columns, order):
-                    if table == "chunks":
-                        _check_vectors(rows, dim, "the source catalog")
-                    db.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
-            own = int((db.execute("SELECT value FROM meta WHERE key='generation'").fetchone() or [0])[0])
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(max(own, source_generation) + 1),))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+    with target.transaction() as db:
+        _refuse_if_full(db.execute("SELECT COUNT(*) FROM documents").fetchone()[0], replace, target)
+        for table in ("refs", "documents", "chunks"):
+            db.execute(f"DELETE FROM {table}")
+        for table, columns, order in TABLES:
+            marks = ",".join("?" * len(columns.split(",")))
+            for rows in _rows(src, table, columns, order):
+                if table == "chunks":
+                    _check_vectors(rows, dim, "the source catalog")
+                db.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+        own = int((db.execute("SELECT value FROM meta WHERE key='generation'").fetchone() or [0])[0])
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(max(own, source_generation) + 1),))
     # After the commit: a copy interrupted before it leaves no manifest claiming data that is not there.
     atomic_write(target.manifest_path, json.dumps(manifest, indent=2).encode())
 
