@@ -17,6 +17,8 @@ from common.errors import AudioError, BackendError, NoSpeechError, UserInputErro
 from tests.audio_helpers import (espeak_stdout_bytes, espeak_wav, ffmpeg, ffmpeg_pipe, hibari_wav,
                                  silence_wav, sox, wer)
 
+pytestmark = pytest.mark.slow     # real models (the unit run leaves them out)
+
 QUESTION = "When does the public library open on weekdays?"
 PASSAGE = (
     "The small town of Millbrook sits in a quiet valley between two wooded hills. A narrow river runs "

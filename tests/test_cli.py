@@ -8,6 +8,8 @@ import sys
 import pytest
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow     # real models (the unit run leaves them out)
+
 
 def run(*args, data_dir, stdin=None, timeout=300):
     cmd = [sys.executable, "app.py", "--data-dir", str(data_dir), *args]

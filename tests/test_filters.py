@@ -86,6 +86,7 @@ def test_qdrant_filter(base_engines, tmp_path):
     assert [h.source for h in pipeline.search("honey", sources=("birds",))[1]] == ["birds/owls.txt"]
 
 
+@pytest.mark.slow     # the CLI in subprocesses, on real models
 def test_cli_source_flag(tmp_path):
     out = run("search", PANELS, "--source", "bicycle-care.txt", "--json", data_dir=tmp_path)
     assert out.returncode == 0, out.stderr

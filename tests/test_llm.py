@@ -12,6 +12,8 @@ from common.errors import BackendError, BusyError
 from rag.models.llm import GenerationSettings, LlamaCppModel, fold_system
 from rag.models.registry import load_chat_model
 
+pytestmark = pytest.mark.slow     # real models (the unit run leaves them out)
+
 SYSTEM = {"role": "system", "content": "Answer from the context only."}
 MAYOR = [SYSTEM, {"role": "user", "content": "Context: The mayor is Helen Ward.\n\nQuestion: Who is the mayor?"}]
 STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]

@@ -21,6 +21,8 @@ from rag.models.llm import GenerationSettings, OpenAIModel
 from common.shipped import resolve
 from bench.common import free_port
 
+pytestmark = pytest.mark.slow     # real models (the unit run leaves them out)
+
 ROOT = Path(__file__).resolve().parents[1]
 MAYOR = [{"role": "system", "content": "Answer from the context only."},
          {"role": "user", "content": "Context: The mayor is Helen Ward.\n\nQuestion: Who is the mayor?"}]

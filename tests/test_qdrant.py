@@ -9,6 +9,8 @@ import sys
 import pytest
 from conftest import ROOT, SQUAD, engines_like
 
+pytestmark = pytest.mark.slow     # real models (the unit run leaves them out)
+
 pytest.importorskip("qdrant_client")
 
 

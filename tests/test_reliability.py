@@ -25,6 +25,7 @@ def _app(*args, data_dir):
     return [sys.executable, "app.py", "--data-dir", str(data_dir), "--set", "documents.folder=null", *args]
 
 
+@pytest.mark.slow     # the CLI in subprocesses, on real models
 def test_kill_9_during_ingest_leaves_a_working_index(tmp_path):
     import shutil
 
@@ -57,6 +58,7 @@ def test_kill_9_during_ingest_leaves_a_working_index(tmp_path):
     assert report["added"] + report["unchanged"] == 10 and report["unchanged"] >= 3 and not report["errors"]
 
 
+@pytest.mark.slow     # the CLI in subprocesses, on real models
 def test_two_ingests_at_once_both_land(tmp_path):
     data = tmp_path / "data"
     folders = []

@@ -17,6 +17,8 @@ import pytest
 
 from rag.config import load_config
 
+pytestmark = pytest.mark.slow     # real models (the unit run leaves them out)
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ["llm.model=shipped:SmolLM2-135M-Instruct-Q4_1", "llm.quantization=none"]
 

@@ -23,6 +23,8 @@ from tts.registry import load_engine, load_synthesizer
 from tts.backends import EspeakSynthesizer
 from common.wav import read_wav_bytes, resample
 
+pytestmark = pytest.mark.slow     # real models (the unit run leaves them out)
+
 SENTENCE = "The library opens at nine in the morning."
 ROOT = Path(__file__).resolve().parents[1]
 

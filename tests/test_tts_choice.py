@@ -5,6 +5,8 @@ import pytest
 
 from tests.conftest import make_config
 
+pytestmark = pytest.mark.slow     # real models (the unit run leaves them out)
+
 SENTENCE = "The library opens at nine in the morning and closes at six in the evening."
 
 
