@@ -311,7 +311,7 @@ def cmd_converse(engines, args) -> int:
     samples = load_audio(args.audio)           # the whole recording, 16 kHz mono (asr.max_audio_s applies)
     engines.ensure_documents()
     clock = SkippingClock()
-    call = Call(engines, clock, partial_every_s=0)
+    call = Call(engines, clock)
     call.warm_up()                             # loading and first calls are not on the recording's clock
 
     def show(record) -> None:

@@ -26,7 +26,7 @@ def _call(eng):
     from rag.call import Call, SkippingClock
 
     clock = SkippingClock()
-    call = Call(eng, clock, partial_every_s=0)
+    call = Call(eng, clock)
     return call, clock
 
 

@@ -143,6 +143,8 @@ class Call:
         self._guess: tuple[float, Future] | None = None     # (speech end it covers, transcript future)
         self._spec: _Speculation | None = None              # an answer started before the turn ended
         self._partial: Future | None = None
+        self._llm_side = ThreadPoolExecutor(1, thread_name_prefix="call-prefill")
+        self._prefilling: Future | None = None
         self._last_partial = 0.0
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
@@ -192,7 +194,8 @@ class Call:
 
     def busy(self) -> bool:
         """Work in flight (transcribing or answering): a recording must then be fed in real time."""
-        running = [f for f in (self._partial, self._guess[1] if self._guess else None) if f is not None]
+        running = [f for f in (self._partial, self._prefilling, self._guess[1] if self._guess else None)
+                   if f is not None]
         worker = self._worker is not None and self._worker.is_alive()
         return worker or any(not f.done() for f in running)
 
@@ -202,13 +205,23 @@ class Call:
         except NoSpeechError:
             return ""
 
+    def _prefill(self, words: str) -> int:
+        try:
+            return self.pipeline.prefill(words, self.history, AskOptions(voice=True))
+        except RagError as err:            # reading ahead is an optimisation: the answer will say what is wrong
+            log.info("prefill skipped: %s", one_line(err))
+            return 0
+
     def _maybe_partial(self, now: float) -> None:
-        """The words so far, for the page, while nothing else needs the CPU."""
+        """The words so far (for the page), and with them the answer's prompt read ahead of time
+        (Pipeline.prefill), while nothing else needs the CPU."""
         if not self.partial_every_s or not self.detector.in_turn or self.busy():
             return
         if self._partial is not None and self._partial.done():
             if text := self._partial.result():
                 self.events.put(CallEvent("heard", self._turns + 1, text))
+                if self._current is None and self._spec is None:     # the model is free: read ahead
+                    self._prefilling = self._llm_side.submit(self._prefill, text)
             self._partial = None
         if self._partial is None and now - self._last_partial >= self.partial_every_s:
             self._last_partial = now
@@ -397,6 +410,7 @@ class Call:
             self._worker.join(timeout=30)
         self._finish_played(float("inf"))
         self._asr.shutdown(wait=False, cancel_futures=True)
+        self._llm_side.shutdown(wait=False, cancel_futures=True)
         self.events.put(CallEvent("state", self._turns, "ended"))
 
 

@@ -20,7 +20,7 @@ from common.errors import RagError, UserInputError, one_line
 from rag.answer.evidence import Sentence, evidence_line, focus, pick_evidence, rank_sentences, support
 from rag.events import AudioChunk, Done, Event, Failed, Hit, Notice, Queued, Retrieved, SentenceReady, TextDelta
 from rag.models.llm import ChatModel, GenerationSettings
-from rag.answer.prompt import (NOT_FOUND, answer_messages, best_supporting_source, cited_numbers, clean_rewrite,
+from rag.answer.prompt import (NOT_FOUND, QUESTION_MARK, answer_messages, best_supporting_source, cited_numbers, clean_rewrite,
                         fit_sources, rewrite_messages, says_not_found)
 from rag.answer.grounding import GroundingFilter
 from rag.answer.repetition import RepetitionGuard
@@ -70,6 +70,14 @@ def looks_like_follow_up(question: str) -> bool:
     "that", "why") or too few words of its own to be understood alone."""
     content = [w for w in re.findall(r"[a-z0-9']+", question.lower()) if w not in _STOP]
     return bool(_ANAPHORA.search(question)) or len(content) <= 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    standalone: str
+    ranked: list[Sentence]
+    sources: tuple[Hit, ...]           # empty: decline
+    messages: list[Message]
 
 
 class Pipeline:
@@ -162,6 +170,33 @@ class Pipeline:
             weighted = coverage(asked, labelled, self.retriever.index.idf(question_terms(asked)))
         return Signals(dense, support(ranked), share, weighted), ranked
 
+    def plan(self, question: str, hist: list[Message], options: AskOptions) -> Plan:
+        """Everything before the model writes: the passages, whether to decline, and the messages."""
+        standalone, hits = self.search(question, hist, options.k, options.rewrite, options.sources)
+        chosen = hits[: self.cfg.prompt.max_sources or len(hits)]
+        sources = tuple(fit_sources(chosen, self.llm.count_tokens, self.cfg.prompt.context_tokens))
+        signals, ranked = self.support(question, standalone, hist, sources, hits)
+        if self.should_abstain(hits, signals) or not sources:
+            return Plan(standalone, ranked, (), [])
+        shown = focus(sources, ranked, self.cfg.prompt.focus_sentences) if self.cfg.prompt.focus_sentences else sources
+        return Plan(standalone, ranked, sources,
+                    answer_messages(question, shown, hist[-2:], options.voice, self.cfg.prompt.example))
+
+    def prefill(self, question: str, history: Sequence[Message] | None = None, options: AskOptions = AskOptions()) -> int:
+        """Read this question's prompt up to the question itself into the model now, while the user is
+        still speaking (`question`: their words so far). When the whole question comes, a prompt that
+        starts the same way (same history, same passages) is read from there on only. Skipped when the
+        model is busy or the documents would not be asked. Returns the prompt tokens read."""
+        hist = clean_history(history, self.cfg.memory.max_messages)
+        plan = self.plan(question, hist, AskOptions(k=options.k, voice=options.voice, rewrite=False,
+                                                    sources=options.sources))
+        if not plan.messages or not self.llm.gate.try_enter():
+            return 0
+        try:
+            return self.llm.prefill(plan.messages, QUESTION_MARK)
+        finally:
+            self.llm.gate.leave()
+
     # -- the whole answer ------------------------------------------------------------------------
     def ask(self, question: str, history: Sequence[Message] | None = None, options: AskOptions = AskOptions(),
             cancel: threading.Event | None = None, t0: float | None = None) -> Iterator[Event]:
@@ -174,15 +209,11 @@ class Pipeline:
         speaker = _Speaker(self.synthesizer, mark, self.cfg.tts.max_sentence_chars) if options.speak and self.synthesizer else None
         try:
             hist = clean_history(history, self.cfg.memory.max_messages)
-            standalone, hits = self.search(question, hist, options.k, options.rewrite, options.sources)
+            plan = self.plan(question, hist, options)
+            standalone, ranked, sources, messages = plan.standalone, plan.ranked, plan.sources, plan.messages
             mark("retrieve_s")
-            chosen = hits[: self.cfg.prompt.max_sources or len(hits)]
-            sources = tuple(fit_sources(chosen, self.llm.count_tokens, self.cfg.prompt.context_tokens))
-            signals, ranked = self.support(question, standalone, hist, sources, hits)
-            abstain = self.should_abstain(hits, signals)
-            sources = () if abstain else sources
             yield Retrieved(question, standalone, sources)
-            if abstain or not sources:
+            if not sources:
                 answer = NOT_FOUND + " I could not find this in your documents."
                 mark("first_token_s")
                 yield TextDelta(answer)
@@ -190,8 +221,6 @@ class Pipeline:
                 mark("answer_done_s")
                 yield Done(answer, standalone, (), timings, abstained=True)
                 return
-            shown = focus(sources, ranked, self.cfg.prompt.focus_sentences) if self.cfg.prompt.focus_sentences else sources
-            messages = answer_messages(question, shown, hist[-2:], options.voice, self.cfg.prompt.example)
             for position in self.llm.gate.wait(cancel):
                 yield Queued(position)
             parts: list[str] = []

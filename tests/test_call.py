@@ -75,7 +75,7 @@ def test_a_follow_up_is_answered_from_the_right_document(base_engines, follow_up
     from rag.call import Call, SkippingClock, play_recording
 
     clock = SkippingClock()
-    call = Call(base_engines, clock, partial_every_s=0)
+    call = Call(base_engines, clock)
     call.warm_up()
     records = play_recording(call, follow_up.samples, clock)
     assert [r.turn for r in records] == [1, 2]
@@ -96,7 +96,7 @@ def test_speaking_over_the_answer_stops_it_and_takes_the_new_question(base_engin
     talk = conversation(["What does the Harbor Point library hold in its collections?", 4.0,
                          "How many panels does the solar garden have?", 6.0], tmp_path / "barge.wav", voice)
     clock = SkippingClock()
-    call = Call(base_engines, clock, partial_every_s=0)
+    call = Call(base_engines, clock)
     call.warm_up()
     stops = []
     records = play_recording(call, talk.samples, clock)
@@ -146,7 +146,7 @@ def test_an_answer_started_during_a_pause_is_dropped_when_the_user_goes_on(base_
     talk = conversation(["How many panels", 0.45, "does the Millstream solar garden have?", 6.0],
                         tmp_path / "pause.wav", voice)
     clock = SkippingClock()
-    call = Call(base_engines, clock, partial_every_s=0)
+    call = Call(base_engines, clock)
     call.warm_up()
     records = play_recording(call, talk.samples, clock)
     assert len(records) == 1 and "garden" in records[0].transcript.lower(), records

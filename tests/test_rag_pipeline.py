@@ -138,3 +138,22 @@ def test_repetition_guard(text, expected, stopped):
         guard = RepetitionGuard()
         out = "".join(guard.feed(text[i:i + size]) for i in range(0, len(text), size)) + guard.flush()
         assert out == expected and guard.stopped is stopped
+
+
+def test_prefill_reads_the_prompt_ahead_and_changes_no_answer(base_engines):
+    """Pipeline.prefill (call mode reads the prompt while the user still speaks): the prompt up to the
+    question goes into llama.cpp's cache once, a second read finds it there, and the answer that
+    follows is the one without it; a busy model is never waited for."""
+    pipeline = base_engines.pipeline()
+    question = "When did the Harbor Point library open?"
+    plain = [e for e in pipeline.ask(question, [], AskOptions(voice=True)) if isinstance(e, Done)][0]
+    list(pipeline.ask("How often should I oil my bicycle chain?", []))        # another prompt in the cache
+    assert pipeline.prefill(question, [], AskOptions(voice=True)) > 50
+    assert pipeline.prefill(question, [], AskOptions(voice=True)) == 1       # already read: one token refreshed
+    ahead = [e for e in pipeline.ask(question, [], AskOptions(voice=True)) if isinstance(e, Done)][0]
+    assert ahead.answer == plain.answer
+    assert base_engines.llm.gate.try_enter()
+    try:
+        assert pipeline.prefill(question, [], AskOptions(voice=True)) == 0   # busy: skipped, not queued
+    finally:
+        base_engines.llm.gate.leave()

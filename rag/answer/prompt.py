@@ -68,11 +68,14 @@ def format_sources(hits: Sequence[Hit]) -> str:
     return "\n\n".join(blocks)
 
 
+QUESTION_MARK = "Question:"   # where the answer prompt's parts known before the question end (Pipeline.prefill)
+
+
 def answer_messages(question: str, hits: Sequence[Hit], history: Sequence[dict[str, str]],
                     voice: bool, example: bool = False) -> list[dict[str, str]]:
     system = SYSTEM + (VOICE_STYLE if voice else TEXT_STYLE)
     user = (f"Sources:\n\"\"\"\n{format_sources(hits)}\n\"\"\"\n\n"
-            f"Question: {question}\nAnswer from the sources, citing them like [1].")
+            f"{QUESTION_MARK} {question}\nAnswer from the sources, citing them like [1].")
     shots = EXAMPLE if example else []
     return [{"role": "system", "content": system}, *shots, *history, {"role": "user", "content": user}]
 

@@ -94,6 +94,14 @@ class Gate:
                     self._cond.notify_all()
             raise
 
+    def try_enter(self) -> bool:
+        """Admission now if a slot is free and nobody waits, else False (never waits)."""
+        with self._cond:
+            if self._busy < self.slots and not self._queue:
+                self._busy += 1
+                return True
+            return False
+
     def leave(self) -> None:
         with self._cond:
             self._busy -= 1
@@ -115,6 +123,12 @@ class ChatModel(ABC):
 
     def complete(self, messages: list[Message], settings: GenerationSettings) -> str:
         return "".join(self.stream(messages, settings))
+
+    def prefill(self, messages: list[Message], upto: str) -> int:
+        """Read the prompt of `messages` up to the last `upto` into the model's cache, so that a request
+        whose prompt starts the same way reads only the rest; 0 where a backend keeps no such cache.
+        The caller holds the gate."""
+        return 0
 
 
 class LlamaCppModel(ChatModel):
@@ -152,6 +166,35 @@ class LlamaCppModel(ChatModel):
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def prefill(self, messages, upto):
+        """llama.cpp keeps the KV state of the last prompt and reuses its longest common prefix on the
+        next request (Llama.generate); this evaluates the new prompt's prefix into that state now."""
+        formatted = self._formatter()(messages=messages)
+        cut = formatted.prompt.rfind(upto)
+        if cut < 0:
+            return 0
+        tokens = self.llm.tokenize(formatted.prompt[:cut + len(upto)].encode("utf-8"),
+                                   add_bos=not formatted.added_special, special=True)
+        cached = self.llm.input_ids[: self.llm.n_tokens].tolist()
+        common = next((i for i, (a, b) in enumerate(zip(cached, tokens)) if a != b), min(len(cached), len(tokens)))
+        common = min(common, len(tokens) - 1)       # keep one token to read: it refreshes the state
+        if common > 0 and self.llm._ctx.kv_cache_seq_rm(-1, common, -1):
+            self.llm.n_tokens = common
+        else:
+            self.llm.reset()
+        self.llm.eval(tokens[self.llm.n_tokens:])
+        return len(tokens) - common
+
+    def _formatter(self):
+        """The chat template llama-cpp-python formats this model's prompts with (its 'chat_template.default')."""
+        from llama_cpp import llama_chat_format
+
+        eos, bos = self.llm.token_eos(), self.llm.token_bos()
+        return llama_chat_format.Jinja2ChatFormatter(
+            template=self.llm.metadata["tokenizer.chat_template"],
+            eos_token=self.llm._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=self.llm._model.token_get_text(bos) if bos != -1 else "", stop_token_ids=[eos])
 
 
 class OpenAIModel(ChatModel):
