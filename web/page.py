@@ -16,6 +16,7 @@ import gradio as gr
 from common.errors import RagError, UserInputError, one_line
 from web.chat import ChatHandlers, voice_choices, voice_value
 from web.documents import DocumentHandlers
+from web.uploads import recover_uploads
 from web.render import SOURCES_EMPTY, profile_markdown
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,7 @@ def launch(engines, host: str | None = None, port: int | None = None, block: boo
         log.info("documents folder %s: %s", cfg.documents.folder, report.summary())
         for err in report.errors:
             log.warning("skipped: %s", err.get("error"))
+    recover_uploads(engines.ingestor, engines.index.catalog, (cfg.data_path / "uploads").resolve())
     demo = build_page(engines, transcriber_error)
     demo.queue(default_concurrency_limit=cfg.server.concurrency_limit, max_size=cfg.server.max_queue)
     auth = auth_pair(cfg)
