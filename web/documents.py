@@ -106,6 +106,10 @@ class DocumentHandlers:
                 stored = store_upload(Path(path), self.uploads, name, self._indexed_hash)
                 shown[str(stored.path)] = stored_label(Path(path).name, stored)
         status = self._ingest(list(shown), "Added files", errors, shown)
+        for stored in shown:          # a failed upload does not stay behind, unindexed and unremovable
+            if self._indexed_hash(Path(stored)) is None:
+                log.info("deleting the upload %s: it was not indexed", Path(stored).name)
+                Path(stored).unlink(missing_ok=True)
         return (status, *self.listing(), None)
 
     def _indexed_hash(self, path: Path) -> str | None:
