@@ -1,8 +1,11 @@
-"""The hostile-input corpus (tests/hostile/) against the real ingest, page handlers and servers:
-each input is one finding of the security review (issue 17), reproduced as the reviewer did it."""
+"""The security review's findings (issue 17), each reproduced as the reviewer did it, against the
+real ingest, page handlers and servers; hostile inputs come from the corpus in tests/hostile/."""
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
+import stat
 
 import pytest
 from conftest import engines_like
@@ -48,3 +51,49 @@ def test_a_crafted_pdf_upload_is_refused_and_not_kept(engines, tmp_path):
     assert sorted(p.name for p in (engines.cfg.data_path / "uploads").iterdir()) == ["mill.md"]
     status, *_ = docs.reindex()
     assert "1 unchanged" in status and "failed" not in status
+
+
+def _modes(root):
+    """{path relative to root: permission bits} for root and everything under it."""
+    found = {".": stat.S_IMODE(root.stat().st_mode)}
+    for path in root.rglob("*"):
+        found[path.relative_to(root).as_posix()] = stat.S_IMODE(path.lstat().st_mode)
+    return found
+
+
+def test_the_data_dir_is_private_to_its_user(base_engines, tmp_path):
+    """history.sqlite, catalog.sqlite and uploads were 0644 in a 0755 data dir."""
+    from web.documents import DocumentHandlers
+    from web.page import _browser_secret
+
+    umask = os.umask(0o022)                     # the usual umask, under which they were world-readable
+    try:
+        data = tmp_path / "data"
+        engines = engines_like(base_engines, data, "documents.folder=null")
+        mill = write(tmp_path / "in", "mill.md", b"The Skarholm windmill was built in 1847 by Anders Lund.")
+        DocumentHandlers(engines).add_files([str(mill)])
+        engines.history.add_exchange("s1", "Who built the windmill?", "Anders Lund.")
+        _browser_secret(engines.cfg)
+        with sqlite3.connect(data / "history.sqlite") as db:       # open: its -wal and -shm exist
+            db.execute("SELECT COUNT(*) FROM messages").fetchone()
+            modes = _modes(data)
+        for name in ("index/catalog.sqlite", "index/vectors.faiss", "history.sqlite", "history.sqlite-wal",
+                     "history.sqlite-shm", "uploads/mill.md", "web/browser-state.key", "index/write.lock"):
+            assert name in modes, sorted(modes)
+        assert modes["."] == 0o700
+        assert {k: oct(m) for k, m in modes.items() if m & 0o077} == {}
+
+        # An existing data dir made before this (everything world-readable) is tightened on start,
+        # and still works; a file of the operator's own beside ours is left alone.
+        for path in [data, *data.rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        own = write(data, "README.txt", b"backups: see /srv/backup")
+        engines = engines_like(base_engines, data, "documents.folder=null")
+        modes = _modes(data)
+        assert modes.pop("README.txt") == 0o644 and own.read_bytes()
+        assert modes["."] == 0o700 and {k: oct(m) for k, m in modes.items() if m & 0o077} == {}
+        _, hits = engines.pipeline().search("Who built the Skarholm windmill?", k=1)
+        assert hits[0].source == "mill.md"
+        assert engines.history.history("s1")[-1]["content"] == "Anders Lund."
+    finally:
+        os.umask(umask)

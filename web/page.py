@@ -14,6 +14,7 @@ import secrets
 import gradio as gr
 
 from common.errors import RagError, UserInputError, one_line
+from common.files import private_file
 from web.chat import ChatHandlers, voice_choices, voice_value
 from web.documents import DocumentHandlers
 from web.uploads import recover_uploads
@@ -53,9 +54,8 @@ def _browser_secret(cfg) -> str:
     except OSError:
         key = secrets.token_urlsafe(24)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(key, encoding="utf-8")
-            os.chmod(path, 0o600)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_file(path).write_text(key, encoding="utf-8")
         except OSError as err:
             log.warning("could not keep the browser key in %s (%s): chats will not survive a restart", path, err)
         return key

@@ -51,7 +51,7 @@ def store_upload(src: Path, uploads: Path, name: str, indexed_hash: Callable[[Pa
     """Copy `src` into `uploads` as `name`, or as the first free numbered variant of it.
 
     `indexed_hash(path)` is the content hash of the document indexed from that path, or None."""
-    uploads.mkdir(parents=True, exist_ok=True)
+    uploads.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=uploads, prefix=TEMP_PREFIX, suffix=".tmp")
     tmp = Path(tmp_name)
     try:
