@@ -2,14 +2,20 @@
 real ingest, page handlers and servers; hostile inputs come from the corpus in tests/hostile/."""
 from __future__ import annotations
 
+import gzip
+import http.server
 import logging
 import os
 import sqlite3
 import stat
+import threading
+import tracemalloc
 
 import pytest
 from conftest import engines_like
-from hostile import page_tree_bomb_pdf, write
+from hostile import brotli_bomb, gzip_bomb, page_tree_bomb_pdf, write
+
+from common.errors import SourceError
 
 
 @pytest.fixture()
@@ -97,3 +103,63 @@ def test_the_data_dir_is_private_to_its_user(base_engines, tmp_path):
         assert engines.history.history("s1")[-1]["content"] == "Anders Lund."
     finally:
         os.umask(umask)
+
+
+class _BombHandler(http.server.BaseHTTPRequestHandler):
+    """Compresses whatever the client asked for, as a hostile server would."""
+    asked: list[str] = []
+    PAGE = b"<html><body><p>High tide at Port Ellis is at 06:12.</p></body></html>"
+    BODIES = {"/gzip-bomb": ("gzip", gzip_bomb), "/br-bomb": ("br", brotli_bomb),
+              "/gzip-page": ("gzip", lambda: gzip.compress(_BombHandler.PAGE))}
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        self.asked.append(self.headers.get("Accept-Encoding", ""))
+        encoding, body = self.BODIES[self.path]
+        body = body()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Encoding", encoding)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def bomb_site():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BombHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _peak_fetch(url: str, max_bytes: int):
+    """(page or the SourceError raised, peak bytes allocated while fetching)."""
+    from rag.ingest.fetch import fetch
+
+    tracemalloc.start()
+    try:
+        try:
+            outcome = fetch(url, timeout_s=20, max_bytes=max_bytes, allow_private=True)
+        except SourceError as err:
+            outcome = err
+        return outcome, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_compressed_download_cannot_grow_past_the_limit(bomb_site):
+    """100 KB of gzip (100 MB of zeros) was expanded by httpx before url_max_mb was checked."""
+    gzip_bomb(), brotli_bomb()                                 # made before memory is measured
+    limit = 1_000_000
+    page, base = _peak_fetch(bomb_site + "/gzip-page", limit)   # a server that gzips anyway still works
+    assert page.content == _BombHandler.PAGE and page.kind == "html"
+    assert _BombHandler.asked[-1] == "identity"
+    outcome, peak = _peak_fetch(bomb_site + "/gzip-bomb", limit)
+    assert isinstance(outcome, SourceError) and "download stopped" in str(outcome)
+    assert peak - base < 3 * limit, f"{(peak - base) / 1e6:.0f} MB more for a {limit / 1e6:.0f} MB limit"
+    outcome, peak = _peak_fetch(bomb_site + "/br-bomb", limit)  # not asked for: refused, not decoded
+    assert isinstance(outcome, SourceError) and "'br'-compressed" in str(outcome)
+    assert peak - base < 3 * limit

@@ -6,6 +6,8 @@ returns its path) and documents the trick.
 """
 from __future__ import annotations
 
+import zlib
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -38,6 +40,22 @@ def page_tree_bomb_pdf(levels: int = 24) -> bytes:
     stream = b"BT /F1 12 Tf 72 720 Td (The same page, sixteen million times.) Tj ET"
     objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
     return _pdf(objects)
+
+
+@lru_cache(maxsize=4)
+def gzip_bomb(expanded_mb: int = 100) -> bytes:
+    """About 1 KB per MB: `expanded_mb` MB of zeros, gzip-compressed (ratio ~1000:1)."""
+    packer, block = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS), bytes(1 << 20)
+    return b"".join(packer.compress(block) for _ in range(expanded_mb)) + packer.flush()
+
+
+@lru_cache(maxsize=4)
+def brotli_bomb(expanded_mb: int = 100) -> bytes:
+    """Under 200 bytes: `expanded_mb` MB of zeros, brotli-compressed (the review used 1,617 bytes for 1 GiB)."""
+    import brotli
+
+    packer, block = brotli.Compressor(quality=5), bytes(1 << 20)
+    return b"".join(packer.process(block) for _ in range(expanded_mb)) + packer.finish()
 
 
 def write(folder: Path, name: str, data: bytes) -> Path:
