@@ -11,6 +11,8 @@ import stat
 import threading
 import tracemalloc
 
+import numpy as np
+
 import pytest
 from conftest import engines_like
 from hostile import brotli_bomb, gzip_bomb, page_tree_bomb_pdf, write
@@ -163,3 +165,39 @@ def test_a_compressed_download_cannot_grow_past_the_limit(bomb_site):
     outcome, peak = _peak_fetch(bomb_site + "/br-bomb", limit)  # not asked for: refused, not decoded
     assert isinstance(outcome, SourceError) and "'br'-compressed" in str(outcome)
     assert peak - base < 3 * limit
+
+
+def test_questions_are_embedded_while_a_document_is_chunked(base_engines):
+    """7 of 47 /ask calls failed during one upload ("Unable to create tensor", ValueError): the ingest
+    counted tokens with the tokenizer the questions were embedded with, turning its padding off."""
+    embedder = base_engines.embedder
+    queries = ["When did it open?", "When did the Harbor Point library abolish fines for overdue books?"]
+    document = "The harbour library lends seeds and tools to every resident. " * 60
+    want, want_count = embedder.embed(queries), embedder.count_tokens(document)
+    errors, counts, asked, done = [], [], [], threading.Event()
+
+    def chunking():                     # what an ingest does with each document
+        while not done.is_set():
+            try:
+                counts.append(embedder.count_tokens(document))
+            except Exception as err:  # noqa: BLE001 - collected and asserted below
+                errors.append(repr(err))
+
+    def asking():                       # what each question does (the follow-up queries are a batch)
+        for _ in range(25):
+            try:
+                asked.append(float(np.abs(embedder.embed(queries) - want).max()))
+            except Exception as err:  # noqa: BLE001 - collected and asserted below
+                errors.append(repr(err))
+
+    chunkers = [threading.Thread(target=chunking) for _ in range(2)]
+    askers = [threading.Thread(target=asking) for _ in range(2)]
+    for thread in chunkers + askers:
+        thread.start()
+    for thread in askers:
+        thread.join()
+    done.set()
+    for thread in chunkers:
+        thread.join()
+    assert errors == [], f"{len(errors)} of {len(errors) + len(asked)} failed: {errors[0]}"
+    assert len(asked) == 50 and max(asked) < 1e-5 and counts and set(counts) == {want_count}
