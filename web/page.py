@@ -12,11 +12,13 @@ import os
 import secrets
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from common.errors import RagError, UserInputError, one_line
 from common.files import private_file
 from web.chat import ChatHandlers, voice_choices, voice_value
 from web.documents import DocumentHandlers
+from web.login import LoginThrottle
 from web.uploads import recover_uploads
 from web.render import SOURCES_EMPTY, profile_markdown
 
@@ -236,7 +238,8 @@ def launch(engines, host: str | None = None, port: int | None = None, block: boo
             server_name=host, server_port=port, auth=auth, auth_message=f"{TITLE}: please log in.",
             prevent_thread_lock=not block, quiet=not block, show_error=False,
             max_file_size=int(cfg.documents.max_file_mb * 1e6), footer_links=["api"], theme=theme, css=CSS,
-            ssr_mode=False, mcp_server=False, allowed_paths=[], pwa=False)
+            ssr_mode=False, mcp_server=False, allowed_paths=[], pwa=False,
+            app_kwargs={"middleware": [Middleware(LoginThrottle)]} if auth else None)
     except OSError as err:     # port taken, address not on this host: one line from the CLI, no traceback
         detail = " ".join(str(err).split())[:200]
         raise UserInputError(f"cannot serve on {host}:{port} ({detail}); pass --port with a free port "
