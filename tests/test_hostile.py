@@ -72,7 +72,6 @@ def _modes(root):
 def test_the_data_dir_is_private_to_its_user(base_engines, tmp_path):
     """history.sqlite, catalog.sqlite and uploads were 0644 in a 0755 data dir."""
     from web.documents import DocumentHandlers
-    from web.page import _browser_secret
 
     umask = os.umask(0o022)                     # the usual umask, under which they were world-readable
     try:
@@ -81,12 +80,11 @@ def test_the_data_dir_is_private_to_its_user(base_engines, tmp_path):
         mill = write(tmp_path / "in", "mill.md", b"The Skarholm windmill was built in 1847 by Anders Lund.")
         DocumentHandlers(engines).add_files([str(mill)])
         engines.history.add_exchange("s1", "Who built the windmill?", "Anders Lund.")
-        _browser_secret(engines.cfg)
         with sqlite3.connect(data / "history.sqlite") as db:       # open: its -wal and -shm exist
             db.execute("SELECT COUNT(*) FROM messages").fetchone()
             modes = _modes(data)
         for name in ("index/catalog.sqlite", "index/vectors.faiss", "history.sqlite", "history.sqlite-wal",
-                     "history.sqlite-shm", "uploads/mill.md", "web/browser-state.key", "index/write.lock"):
+                     "history.sqlite-shm", "uploads/mill.md", "index/write.lock"):
             assert name in modes, sorted(modes)
         assert modes["."] == 0o700
         assert {k: oct(m) for k, m in modes.items() if m & 0o077} == {}

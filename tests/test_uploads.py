@@ -85,3 +85,20 @@ def test_an_interrupted_upload_is_picked_up_at_start(uploads, tmp_path):
     assert {d.source for d in engines.index.catalog.documents()} == {"kept.md", "orphan.md"}
     _, hits = engines.pipeline().search("Who built the Skarholm windmill?", k=1)
     assert hits[0].source == "orphan.md"
+
+
+def test_the_documents_list_holds_no_server_paths(uploads, tmp_path):
+    """The remove list's values were the absolute paths documents were read from, sent to every visitor."""
+    import json
+
+    docs, engines = uploads
+    docs.add_files([_file(tmp_path / "a", "kept.md", "The Ostvik ferry runs every forty minutes.")])
+    rows, remove_list, search_in = docs.listing()
+    sent = json.dumps([rows, remove_list, search_in], default=str)
+    assert "kept.md" in sent and str(tmp_path) not in sent and str(engines.cfg.data_path) not in sent
+    (label, value), = remove_list["choices"]
+    status, *_ = docs.remove(value)                     # what the page sends back removes it
+    assert status.startswith("**Removed** kept\\.md")
+    assert engines.index.catalog.documents() == [] and not list((engines.cfg.data_path / "uploads").iterdir())
+    status, *_ = docs.remove(value)
+    assert "no longer in the index" in status

@@ -169,3 +169,16 @@ def test_login_guessing_is_locked_out_per_address(web_server_with_login):
                               range(40)))
         assert codes.count(400) <= 5 and codes.count(429) >= 35, codes
     assert httpx.post(url, data={"username": user, "password": password}, timeout=30).status_code == 200
+
+
+def test_the_page_sends_no_key_of_the_server(web_server):
+    """A key made per data dir (web/browser-state.key) went to every visitor in the page config, where
+    it protected nothing; the browser-stored session id now uses a public constant."""
+    import httpx
+
+    config = httpx.get(web_server.url + "config", timeout=30).json()
+    keys = [c["props"].get("secret") for c in config["components"] if c.get("type") == "browserstate"]
+    assert len(keys) == 1 and not (web_server.engines.cfg.data_path / "web" / "browser-state.key").exists()
+    from web.page import BROWSER_STATE_KEY
+
+    assert keys == [BROWSER_STATE_KEY]

@@ -136,15 +136,16 @@ class DocumentHandlers:
 
     def _ingest(self, items: list[str], title: str, errors: list[dict], names: dict[str, str]) -> str:
         report = None
+        shown_items = ", ".join(names.get(i) or Path(i).name for i in items)     # never a server path
         if items:
             try:
                 report = self.engines.ingestor.ingest(items, progress=False)
             except RagError as err:
                 log.warning("ingest failed: %s", one_line(err))
-                errors = errors + [{"source": ", ".join(items), "error": one_line(err)}]
+                errors = errors + [{"source": shown_items, "error": one_line(err)}]
             except Exception as err:  # noqa: BLE001 - the page gets a line, the log the details
                 log.exception("ingest failed")
-                errors = errors + [{"source": ", ".join(items), "error": f"internal error "
+                errors = errors + [{"source": shown_items, "error": f"internal error "
                                     f"({type(err).__name__}); see the server log"}]
         if report is not None:
             errors = errors + list(report.errors)
@@ -163,26 +164,27 @@ class DocumentHandlers:
         return report_markdown(title, done, errors, summary)
 
     # -- removing --------------------------------------------------------------------------------
-    def remove(self, uri):
-        if not uri:
+    def remove(self, choice):
+        """Remove the document chosen in the list (its value is the catalog id: the page never holds a
+        server path)."""
+        if not choice:
             raise gr.Error("Pick a document to remove from the list first.", title="No document chosen")
-        row = self.engines.index.catalog.document(uri)
-        name = row.source if row else uri
+        row = next((d for d in self._docs() if str(d.id) == str(choice)), None)
+        if row is None:
+            return ("That document is no longer in the index.", *self.listing())
+        name, uri = row.source, row.uri
         try:
             removed = self.engines.ingestor.remove(uri)
         except RagError as err:
             raise gr.Error(one_line(err), title="Not removed") from None
         note = ""
-        path = Path(uri)
-        if removed and not uri.lower().startswith(("http://", "https://")):
-            try:
-                if path.resolve().parent == self.uploads:
-                    path.unlink(missing_ok=True)     # our own copy of an upload goes too
-                elif self.folder is not None and self.folder in path.resolve().parents:
-                    note = (f" It is still in the documents folder, so **Re-index folder** (or a restart) "
-                            f"adds it back; delete `{name}` from `{self.cfg.folder}` to drop it for good.")
-            except OSError:
-                pass
+        if removed and not is_url(uri):
+            path = Path(uri).resolve()
+            if path.parent == self.uploads:
+                path.unlink(missing_ok=True)     # our own copy of an upload goes too
+            elif self.folder is not None and self.folder in path.parents:
+                note = (f" It is still in the documents folder, so **Re-index folder** (or a restart) "
+                        f"adds it back; delete `{name}` from `{self.cfg.folder}` to drop it for good.")
         shown = md_escape(name)
         status = f"**Removed** {shown}.{note}" if removed else f"{shown} was not in the index."
         return (status, *self.listing())

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 
 import gradio as gr
 from starlette.middleware import Middleware
 
 from common.errors import RagError, UserInputError, one_line
-from common.files import private_file
 from web.chat import ChatHandlers, voice_choices, voice_value
 from web.documents import DocumentHandlers
 from web.login import LoginThrottle
@@ -47,20 +45,22 @@ INTRO = ("Ask a question about your documents by typing it or by recording it wi
          "**[2]**… — open a source on the right to read it. Add or remove documents in the **Documents** tab.")
 
 
-def _browser_secret(cfg) -> str:
-    """A key per data dir for the browser-stored session id, kept across restarts so a reload after a
-    restart still finds its chat (a random key per start would make every stored id unreadable)."""
-    path = cfg.data_path / "web" / "browser-state.key"
+BROWSER_STATE_KEY = "voice-rag-session-id"     # public, see _browser_key
+
+
+def _browser_key(cfg) -> str:
+    """The key Gradio's BrowserState encrypts the stored session id with, in the browser. Gradio sends
+    it to every visitor in the page config, so it is no secret and protects nothing: a constant, the
+    same on every replica and across restarts. A data dir made by an older version keeps the key it
+    made then (`web/browser-state.key`), so that the chats its visitors' browsers stored still load."""
+    legacy = cfg.data_path / "web" / "browser-state.key"
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError:
-        key = secrets.token_urlsafe(24)
-        try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            private_file(path).write_text(key, encoding="utf-8")
-        except OSError as err:
-            log.warning("could not keep the browser key in %s (%s): chats will not survive a restart", path, err)
-        return key
+        return legacy.read_text(encoding="utf-8").strip() or BROWSER_STATE_KEY
+    except FileNotFoundError:
+        return BROWSER_STATE_KEY
+    except OSError as err:
+        log.warning("could not read %s (%s): browsers' stored chats from before will not load", legacy, err)
+        return BROWSER_STATE_KEY
 
 
 def load_models(engines) -> str | None:
@@ -90,7 +90,7 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
         synth_name = getattr(engines.synthesizer, "name", None)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
-        session = gr.BrowserState("", storage_key="voice-rag-session", secret=_browser_secret(cfg))
+        session = gr.BrowserState("", storage_key="voice-rag-session", secret=_browser_key(cfg))
         gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="rag-header")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):

@@ -86,8 +86,9 @@ def documents_rows(docs: Iterable, folder: Path | None, uploads: Path) -> list[l
 
 
 def documents_choices(docs: Iterable) -> list[tuple[str, str]]:
-    """(label, value) pairs for the remove dropdown: the name shown, the URI removed."""
-    return [(f"{d.source} ({d.n_chunks} chunks)", d.uri) for d in docs]
+    """(label, value) pairs for the remove dropdown: the name shown, the catalog id removed (never
+    the server path the document was read from)."""
+    return [(f"{d.source} ({d.n_chunks} chunks)", str(d.id)) for d in docs]
 
 
 def md_escape(text: str) -> str:
