@@ -10,6 +10,7 @@ import threading
 from functools import cached_property
 from pathlib import Path
 
+from common.files import make_private
 from rag.config import Config
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 class Engines:
     def __init__(self, cfg: Config):
         self.cfg = cfg
+        make_private(cfg.data_path)       # 0700, and an older, world-readable data dir tightened
         self.cache_dir: Path = cfg.data_path / "cache"
         self._lock = threading.RLock()
         self._voices_lock = threading.Lock()

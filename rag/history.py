@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.files import private_file
 from rag.pg import PgLink, configured_url
 
 if TYPE_CHECKING:
@@ -85,8 +86,8 @@ class HistoryStore(ABC):
 class SqliteHistory(HistoryStore):
     def __init__(self, path: Path):
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = private_file(path)
         with self._db() as db:
             db.executescript(SCHEMA)
 

@@ -138,3 +138,47 @@ def test_page_load_does_not_make_a_session_of_its_own(web_server):
     made = list(chat.ask_text("Where is the solar garden?", [], "", False, 3))[0][4]   # its first state sets the id
     assert made and web_server.engines.history.history(made)
     assert chat.restore(made)[0] == made and len(chat.restore(made)[1]) == 2
+
+
+def test_login_guessing_is_locked_out_per_address(web_server_with_login):
+    """300 wrong passwords went through in 2 s. Now an address gets 5, then waits (1 s, 2 s, ...) and
+    its logins are refused unchecked meanwhile; other addresses log in as usual. The guesses come
+    from 127.0.0.2 and 127.0.0.3 (loopback too) so that this test's lockout touches no other test."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    server, (user, password) = web_server_with_login
+    url = server.url + "login"
+
+    def attacker(address):
+        return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=30)
+
+    with attacker("127.0.0.2") as guesser:
+        codes, start = [], time.monotonic()
+        while time.monotonic() - start < 2 and len(codes) < 300:
+            codes.append(guesser.post(url, data={"username": user, "password": f"guess-{len(codes)}"}).status_code)
+        checked = codes.count(400)
+        assert 5 <= checked <= 7 and codes.count(429) == len(codes) - checked, codes[:12]
+        refused = guesser.post(url, data={"username": user, "password": password})     # locked: not checked
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert "Too many failed logins" in refused.json()["detail"]
+    with attacker("127.0.0.3") as burst, ThreadPoolExecutor(20) as pool:           # parallel guesses
+        codes = list(pool.map(lambda i: burst.post(url, data={"username": user, "password": f"p{i}"}).status_code,
+                              range(40)))
+        assert codes.count(400) <= 5 and codes.count(429) >= 35, codes
+    assert httpx.post(url, data={"username": user, "password": password}, timeout=30).status_code == 200
+
+
+def test_the_page_sends_no_key_of_the_server(web_server):
+    """A key made per data dir (web/browser-state.key) went to every visitor in the page config, where
+    it protected nothing; the browser-stored session id now uses a public constant."""
+    import httpx
+
+    config = httpx.get(web_server.url + "config", timeout=30).json()
+    keys = [c["props"].get("secret") for c in config["components"] if c.get("type") == "browserstate"]
+    assert len(keys) == 1 and not (web_server.engines.cfg.data_path / "web" / "browser-state.key").exists()
+    from web.page import BROWSER_STATE_KEY
+
+    assert keys == [BROWSER_STATE_KEY]

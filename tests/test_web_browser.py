@@ -258,3 +258,57 @@ def test_search_in_narrows_a_question_to_the_chosen_documents(browser, web_serve
     mark = ask(page, web_server, question)
     wait_for_answer(page, web_server, question, mark)
     page.wait_for_function("document.querySelector('#rag-sources').innerText.includes('bicycle-care.txt')")
+
+
+def test_markup_in_a_document_never_loads_in_the_chat(browser, web_server, tmp_path):
+    """A document's `<img src=...>` and `![x](...)` were fetched by the browser when the answer quoted
+    them, and again when the chat was restored. A local server counts every request they make."""
+    import http.server
+    import threading
+
+    fetched = []
+
+    class Tracker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            fetched.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    tracker = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tracker)
+    threading.Thread(target=tracker.serve_forever, daemon=True).start()
+    base = f"http://localhost:{tracker.server_address[1]}"
+    doc = tmp_path / "vellmar-bridge.txt"
+    doc.write_text(f'The Vellmar bridge toll for bicycles is three crowns <img src="{base}/html.png"> '
+                   f"![map]({base}/md.png) and cars pay nine crowns.\n", encoding="utf-8")
+    engines = web_server.engines
+    engines.ingestor.ingest([str(doc)], progress=False)
+    try:
+        page = open_page(browser, web_server.url)
+        question = "What is the Vellmar bridge toll for bicycles?"
+        mark = ask(page, web_server, question)
+        session, answer = web_server.wait_exchange(question, mark)
+        assert f"{base}/html.png" in answer and f"{base}/md.png" in answer     # the quote carries both
+        page.wait_for_function("document.querySelector('#rag-sources').innerText.includes('vellmar-bridge.txt')")
+        page.wait_for_function("(() => { const b = document.querySelectorAll('#rag-chat .message.bot');"
+                               " return b.length && b[b.length - 1].innerText.includes('cars pay nine'); })()")
+        time.sleep(1)
+        assert fetched == [], "the browser loaded URLs a document named"
+        # The model's own words may copy a document's markup too (or be a source sentence): restored here.
+        engines.history.add_exchange(session, "And the map?", f'The map <img src="{base}/model.png"> '
+                                     f"![x]({base}/model-md.png) shows the bridge [1].", {"sources": []})
+        page.reload()                                                        # the chat is restored
+        page.wait_for_function("(() => { const b = document.querySelectorAll('#rag-chat .message.bot');"
+                               " return b.length > 1 && b[b.length - 1].innerText.includes('model-md.png'); })()")
+        time.sleep(1)
+        assert fetched == [], "the browser loaded URLs a document named, on restore"
+        quoted, copied = messages(page, "bot")[-2:]
+        assert f'<img src="{base}/html.png">' in quoted and f"![map]({base}/md.png)" in quoted   # as text
+        assert f'<img src="{base}/model.png">' in copied and f"![x]({base}/model-md.png)" in copied
+        assert page.locator("#rag-chat img").count() == 0
+        page.context.close()
+    finally:
+        engines.ingestor.remove(str(doc.resolve()))
+        tracker.shutdown()

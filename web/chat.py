@@ -19,7 +19,7 @@ from common.errors import AudioError, RagError, UserInputError, one_line
 from rag.events import AudioChunk, Done, Failed, Notice, Queued, Retrieved, TextDelta
 from rag.history import new_session_id
 from rag.pipeline import AskOptions
-from web.render import SOURCES_EMPTY, SOURCES_SEARCHING, sources_html, sources_json
+from web.render import SOURCES_EMPTY, SOURCES_SEARCHING, chat_markdown, sources_html, sources_json
 
 log = logging.getLogger(__name__)
 SESSION_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
@@ -118,7 +118,8 @@ class ChatHandlers:
             return gr.skip(), [], SOURCES_EMPTY
         chat, sources = [], None
         for m in self.engines.history.messages(session):
-            chat.append({"role": m["role"], "content": m["content"]})
+            shown = chat_markdown(m["content"]) if m["role"] == "assistant" else m["content"]
+            chat.append({"role": m["role"], "content": shown})
             if m["role"] == "assistant":
                 sources = (m.get("extra") or {}).get("sources")
         return session, chat, sources_html(sources, searched=bool(chat)) if chat else SOURCES_EMPTY
@@ -160,7 +161,7 @@ class ChatHandlers:
             for event in events:
                 if isinstance(event, TextDelta):
                     text += event.text
-                    chat[-1] = {"role": "assistant", "content": text}
+                    chat[-1] = {"role": "assistant", "content": chat_markdown(text)}
                     yield chat, panel, skip, skip, skip
                     panel = skip
                 elif isinstance(event, AudioChunk):
@@ -181,7 +182,7 @@ class ChatHandlers:
                     return
                 elif isinstance(event, Done):
                     sources = sources_json(event.sources)
-                    chat[-1] = {"role": "assistant", "content": event.answer}
+                    chat[-1] = {"role": "assistant", "content": chat_markdown(event.answer)}
                     self.engines.history.add_exchange(session, question, event.answer,
                                                       {"sources": sources, "voice": voice,
                                                        "abstained": event.abstained})

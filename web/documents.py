@@ -1,7 +1,8 @@
 """The documents tab's handlers: upload files, add a URL, list, remove, re-index.
 
 Uploads are checked (count, size, type) before anything is read, copied under a sanitized name to
-`<data_dir>/uploads/`, then ingested like any file. Each source's outcome is reported on its own
+`<data_dir>/uploads/` (a free name: an upload never replaces another, see web/uploads.py), then
+ingested like any file; the status line says the name each one got. Each source's outcome is reported on its own
 line; one bad file never stops the rest. These run in their own queue group (see web/page.py), so
 an ingest never holds up the chat.
 """
@@ -10,14 +11,15 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import unicodedata
 from pathlib import Path
 
 import gradio as gr
 
 from common.errors import RagError, one_line
+from rag.ingest.ingestor import is_url
 from web.render import documents_choices, documents_rows, md_escape, report_markdown
+from web.uploads import Stored, store_upload
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,15 @@ def sanitize_filename(name: str, max_len: int = 120) -> str:
         stem, suffix = name, ""
     stem = stem[: max_len - len(suffix)].strip(" .") or "document"
     return stem + suffix
+
+
+def stored_label(original: str, stored: Stored) -> str:
+    """How the status line names an upload: the name it got, and why when that is not the name sent."""
+    sent = "".join(ch for ch in Path(str(original).replace("\\", "/")).name if ch.isprintable())[:200]
+    name = stored.path.name
+    if stored.existed:
+        return f"{name} (the same file was already there, unchanged)"
+    return name if sent == name else f"{sent} (stored as {name})"
 
 
 def passages(n: int) -> str:
@@ -75,8 +86,7 @@ class DocumentHandlers:
                            "(documents.max_upload_files); add them in smaller groups.", title="Too many files")
         wanted = {e.lower() for e in self.cfg.extensions}
         max_bytes = int(self.cfg.max_file_mb * 1e6)
-        errors, targets = [], []
-        self.uploads.mkdir(parents=True, exist_ok=True)
+        errors, shown = [], {}
         for path in paths:
             name = sanitize_filename(Path(path).name)
             try:
@@ -93,12 +103,18 @@ class DocumentHandlers:
             elif size == 0:
                 errors.append({"source": name, "error": f"{name}: the file is empty"})
             else:
-                dest = self.uploads / name
-                shutil.copyfile(path, dest)          # streamed copy: never the whole file in memory
-                targets.append(dest)
-        status = self._ingest([str(t) for t in targets], "Added files", errors,
-                              {str(t): t.name for t in targets})
+                stored = store_upload(Path(path), self.uploads, name, self._indexed_hash)
+                shown[str(stored.path)] = stored_label(Path(path).name, stored)
+        status = self._ingest(list(shown), "Added files", errors, shown)
+        for stored in shown:          # a failed upload does not stay behind, unindexed and unremovable
+            if self._indexed_hash(Path(stored)) is None:
+                log.info("deleting the upload %s: it was not indexed", Path(stored).name)
+                Path(stored).unlink(missing_ok=True)
         return (status, *self.listing(), None)
+
+    def _indexed_hash(self, path: Path) -> str | None:
+        row = self.engines.index.catalog.document(str(path.resolve()))
+        return row.hash if row else None
 
     def add_url(self, url):
         url = str(url or "").strip()
@@ -120,24 +136,25 @@ class DocumentHandlers:
 
     def _ingest(self, items: list[str], title: str, errors: list[dict], names: dict[str, str]) -> str:
         report = None
+        shown_items = ", ".join(names.get(i) or Path(i).name for i in items)     # never a server path
         if items:
             try:
                 report = self.engines.ingestor.ingest(items, progress=False)
             except RagError as err:
                 log.warning("ingest failed: %s", one_line(err))
-                errors = errors + [{"source": ", ".join(items), "error": one_line(err)}]
+                errors = errors + [{"source": shown_items, "error": one_line(err)}]
             except Exception as err:  # noqa: BLE001 - the page gets a line, the log the details
                 log.exception("ingest failed")
-                errors = errors + [{"source": ", ".join(items), "error": f"internal error "
+                errors = errors + [{"source": shown_items, "error": f"internal error "
                                     f"({type(err).__name__}); see the server log"}]
         if report is not None:
             errors = errors + list(report.errors)
         failed = {e.get("source") for e in errors}
         done = []
         for item, name in names.items():
-            if name in failed or item in failed:
+            if item in failed or (not is_url(item) and Path(item).name in failed):
                 continue
-            uri = item if item.lower().startswith(("http://", "https://")) else str(Path(item).resolve())
+            uri = item if is_url(item) else str(Path(item).resolve())
             n = self._chunks(uri)
             if n is not None:
                 done.append(f"{name}: {passages(n)} indexed")
@@ -147,26 +164,27 @@ class DocumentHandlers:
         return report_markdown(title, done, errors, summary)
 
     # -- removing --------------------------------------------------------------------------------
-    def remove(self, uri):
-        if not uri:
+    def remove(self, choice):
+        """Remove the document chosen in the list (its value is the catalog id: the page never holds a
+        server path)."""
+        if not choice:
             raise gr.Error("Pick a document to remove from the list first.", title="No document chosen")
-        row = self.engines.index.catalog.document(uri)
-        name = row.source if row else uri
+        row = next((d for d in self._docs() if str(d.id) == str(choice)), None)
+        if row is None:
+            return ("That document is no longer in the index.", *self.listing())
+        name, uri = row.source, row.uri
         try:
             removed = self.engines.ingestor.remove(uri)
         except RagError as err:
             raise gr.Error(one_line(err), title="Not removed") from None
         note = ""
-        path = Path(uri)
-        if removed and not uri.lower().startswith(("http://", "https://")):
-            try:
-                if path.resolve().parent == self.uploads:
-                    path.unlink(missing_ok=True)     # our own copy of an upload goes too
-                elif self.folder is not None and self.folder in path.resolve().parents:
-                    note = (f" It is still in the documents folder, so **Re-index folder** (or a restart) "
-                            f"adds it back; delete `{name}` from `{self.cfg.folder}` to drop it for good.")
-            except OSError:
-                pass
+        if removed and not is_url(uri):
+            path = Path(uri).resolve()
+            if path.parent == self.uploads:
+                path.unlink(missing_ok=True)     # our own copy of an upload goes too
+            elif self.folder is not None and self.folder in path.parents:
+                note = (f" It is still in the documents folder, so **Re-index folder** (or a restart) "
+                        f"adds it back; delete `{name}` from `{self.cfg.folder}` to drop it for good.")
         shown = md_escape(name)
         status = f"**Removed** {shown}.{note}" if removed else f"{shown} was not in the index."
         return (status, *self.listing())

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from common.errors import RagError, UserInputError, one_line
 from web.call import CHECK_MIC_JS, IDLE, PLAYER_JS, SYNC_MIC_JS, CallHandlers, end_call
 from web.chat import ChatHandlers, voice_choices, voice_value
 from web.documents import DocumentHandlers
+from web.login import LoginThrottle
+from web.uploads import recover_uploads
 from web.render import SOURCES_EMPTY, profile_markdown
 
 log = logging.getLogger(__name__)
@@ -44,21 +46,22 @@ INTRO = ("Ask a question about your documents by typing it or by recording it wi
          "**[2]**… — open a source on the right to read it. Add or remove documents in the **Documents** tab.")
 
 
-def _browser_secret(cfg) -> str:
-    """A key per data dir for the browser-stored session id, kept across restarts so a reload after a
-    restart still finds its chat (a random key per start would make every stored id unreadable)."""
-    path = cfg.data_path / "web" / "browser-state.key"
+BROWSER_STATE_KEY = "voice-rag-session-id"     # public, see _browser_key
+
+
+def _browser_key(cfg) -> str:
+    """The key Gradio's BrowserState encrypts the stored session id with, in the browser. Gradio sends
+    it to every visitor in the page config, so it is no secret and protects nothing: a constant, the
+    same on every replica and across restarts. A data dir made by an older version keeps the key it
+    made then (`web/browser-state.key`), so that the chats its visitors' browsers stored still load."""
+    legacy = cfg.data_path / "web" / "browser-state.key"
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError:
-        key = secrets.token_urlsafe(24)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(key, encoding="utf-8")
-            os.chmod(path, 0o600)
-        except OSError as err:
-            log.warning("could not keep the browser key in %s (%s): chats will not survive a restart", path, err)
-        return key
+        return legacy.read_text(encoding="utf-8").strip() or BROWSER_STATE_KEY
+    except FileNotFoundError:
+        return BROWSER_STATE_KEY
+    except OSError as err:
+        log.warning("could not read %s (%s): browsers' stored chats from before will not load", legacy, err)
+        return BROWSER_STATE_KEY
 
 
 def load_models(engines) -> str | None:
@@ -89,7 +92,7 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
         synth_name = getattr(engines.synthesizer, "name", None)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
-        session = gr.BrowserState("", storage_key="voice-rag-session", secret=_browser_secret(cfg))
+        session = gr.BrowserState("", storage_key="voice-rag-session", secret=_browser_key(cfg))
         call_state = gr.State(None, delete_callback=end_call)     # this tab's call; ended when the tab goes
         gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="rag-header")
         with gr.Tabs():
@@ -241,6 +244,7 @@ def launch(engines, host: str | None = None, port: int | None = None, block: boo
         log.info("documents folder %s: %s", cfg.documents.folder, report.summary())
         for err in report.errors:
             log.warning("skipped: %s", err.get("error"))
+    recover_uploads(engines.ingestor, engines.index.catalog, (cfg.data_path / "uploads").resolve())
     demo = build_page(engines, transcriber_error)
     demo.queue(default_concurrency_limit=cfg.server.concurrency_limit, max_size=cfg.server.max_queue)
     auth = auth_pair(cfg)
@@ -255,7 +259,8 @@ def launch(engines, host: str | None = None, port: int | None = None, block: boo
             server_name=host, server_port=port, auth=auth, auth_message=f"{TITLE}: please log in.",
             prevent_thread_lock=not block, quiet=not block, show_error=False,
             max_file_size=int(cfg.documents.max_file_mb * 1e6), footer_links=["api"], theme=theme, css=CSS,
-            ssr_mode=False, mcp_server=False, allowed_paths=[], pwa=False, head=PLAYER_JS)
+            ssr_mode=False, mcp_server=False, allowed_paths=[], pwa=False, head=PLAYER_JS,
+            app_kwargs={"middleware": [Middleware(LoginThrottle)]} if auth else None)
     except OSError as err:     # port taken, address not on this host: one line from the CLI, no traceback
         detail = " ".join(str(err).split())[:200]
         raise UserInputError(f"cannot serve on {host}:{port} ({detail}); pass --port with a free port "

@@ -86,13 +86,33 @@ def documents_rows(docs: Iterable, folder: Path | None, uploads: Path) -> list[l
 
 
 def documents_choices(docs: Iterable) -> list[tuple[str, str]]:
-    """(label, value) pairs for the remove dropdown: the name shown, the URI removed."""
-    return [(f"{d.source} ({d.n_chunks} chunks)", d.uri) for d in docs]
+    """(label, value) pairs for the remove dropdown: the name shown, the catalog id removed (never
+    the server path the document was read from)."""
+    return [(f"{d.source} ({d.n_chunks} chunks)", str(d.id)) for d in docs]
 
 
 def md_escape(text: str) -> str:
     """Text shown literally in Markdown (file names like `_v2_` must not turn italic)."""
     return re.sub(r"([\\`*_{}\[\]<>()#+\-.!|~&])", r"\\\1", " ".join(text.split()))
+
+
+_EVIDENCE = re.compile(r'(\n\n(?:Source|Closest passage) \[\d+\]: ")(.*)("\s*)$', re.S)
+_MARKUP = re.compile(r"[<>]|(?<=!)\[|:(?=//)")
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def chat_markdown(text: str) -> str:
+    """An answer as the Chatbot shows it. The Chatbot renders Markdown and HTML, and an answer carries
+    document text (the quoted evidence, a fallback sentence, words the model copied): none of it may
+    make the browser fetch something. The quote is shown literally (every punctuation mark escaped,
+    so no markup and no link). The rest keeps its Markdown (bold, lists) but no HTML, images or
+    autolinks: `<`, `>`, the `[` of `![` and the `:` of `://` are escaped."""
+    quote = _EVIDENCE.search(text)
+    head = text[: quote.start()] if quote else text
+    shown = _MARKUP.sub(lambda m: "\\" + m.group(0), head)
+    if quote:
+        shown += quote.group(1) + _PUNCTUATION.sub(r"\\\1", " ".join(quote.group(2).split())) + quote.group(3)
+    return shown
 
 
 def report_markdown(title: str, done: Sequence[str], errors: Sequence[dict], summary: str = "") -> str:

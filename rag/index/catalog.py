@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from filelock import FileLock, Timeout
 
-from common.files import atomic_write
+from common.files import atomic_write, private_file
 
 if TYPE_CHECKING:
     from rag.config import CatalogConfig
@@ -175,10 +175,10 @@ class SqliteCatalog(CatalogStore):
     """<data_dir>/index/catalog.sqlite, with manifest.json and a lock file beside it."""
 
     def __init__(self, path: Path):
-        self.path = Path(path)
+        self.path = private_file(Path(path))     # 0600; SQLite gives its -wal and -shm the same mode
         self.where = str(self.path.parent)
         self.manifest_path = self.path.parent / "manifest.json"
-        self._lock = FileLock(str(self.path.parent / "write.lock"))
+        self._lock = FileLock(str(self.path.parent / "write.lock"), mode=0o600)
         with self.connect() as db:
             db.executescript(SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('catalog_id', ?)", (new_catalog_id(),))

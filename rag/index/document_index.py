@@ -95,7 +95,7 @@ class DocumentIndex:
         self.cfg = cfg
         self.embedder = embedder
         self.folder = cfg.data_path / "index"
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._writers = 0   # in-process ingests running: their changes reach memory through apply()
         self.catalog: CatalogStore = open_catalog(cfg, self.folder)

@@ -4,11 +4,17 @@ Only http(s). Every hop's host is resolved and refused if any address is loopbac
 link-local (cloud metadata lives there), multicast or reserved, unless the config allows private
 addresses. Redirects are followed by hand so that each hop is checked; the body is read in pieces
 and cut off at the size limit.
+
+The size limit holds for what arrives and for what it expands to: the request asks for plain
+(identity) bytes, the raw bytes are counted as they arrive, and a server that compresses anyway
+(gzip, deflate) is decompressed here, never more than the limit at a time, so a 100 KB gzip bomb
+cannot become 100 MB in memory. Other encodings (br, zstd) are refused: they were not asked for.
 """
 from __future__ import annotations
 
 import ipaddress
 import socket
+import zlib
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -71,8 +77,50 @@ def _kind(content_type: str, url: str) -> str:
     raise SourceError(f"{url}: unsupported content type '{ctype}'")
 
 
+def _decompressor(encoding: str, url: str):
+    """A bounded decoder for the body's Content-Encoding; None for plain bytes."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    raise SourceError(f"{url}: the server sent '{encoding[:40]}'-compressed data though plain was asked for; "
+                      "not downloaded")
+
+
+def _read_body(response: httpx.Response, url: str, max_bytes: int) -> bytes:
+    """The body, decoded, counting bytes as they arrive and as they expand; stops past `max_bytes`."""
+    def over() -> SourceError:
+        return SourceError(f"{url}: more than {max_bytes / 1e6:.0f} MB; download stopped")
+
+    decoder = _decompressor(response.headers.get("content-encoding", ""), url)
+    body, wire = bytearray(), 0
+    try:
+        for raw in response.iter_raw():          # raw: as sent, never expanded by httpx
+            wire += len(raw)
+            if wire > max_bytes:
+                raise over()
+            if decoder is None:
+                body += raw
+                continue
+            while raw:                           # at most what is left of the limit, plus one byte
+                body += decoder.decompress(raw, max_bytes - len(body) + 1)
+                if len(body) > max_bytes:
+                    raise over()
+                raw = decoder.unconsumed_tail
+        if decoder is not None:
+            body += decoder.flush(max_bytes - len(body) + 1)
+    except zlib.error:
+        raise SourceError(f"{url}: the compressed download is corrupt") from None
+    if len(body) > max_bytes:
+        raise over()
+    return bytes(body)
+
+
 def fetch(url: str, timeout_s: float, max_bytes: int, allow_private: bool = False) -> Page:
-    headers = {"User-Agent": "voice-rag/0.1 (+self-hosted document assistant)"}
+    headers = {"User-Agent": "voice-rag/0.1 (+self-hosted document assistant)", "Accept-Encoding": "identity"}
     with httpx.Client(timeout=timeout_s, follow_redirects=False, headers=headers) as client:
         for _ in range(MAX_REDIRECTS + 1):
             check_url(url, allow_private)
@@ -87,12 +135,8 @@ def fetch(url: str, timeout_s: float, max_bytes: int, allow_private: bool = Fals
                     if declared > max_bytes:
                         raise SourceError(f"{url}: {declared / 1e6:.1f} MB is over the "
                                           f"{max_bytes / 1e6:.0f} MB download limit")
-                    body = bytearray()
-                    for piece in response.iter_bytes():
-                        body.extend(piece)
-                        if len(body) > max_bytes:
-                            raise SourceError(f"{url}: more than {max_bytes / 1e6:.0f} MB; download stopped")
-                    return Page(str(response.url), bytes(body),
+                    body = _read_body(response, url, max_bytes)
+                    return Page(str(response.url), body,
                                 _kind(response.headers.get("content-type", ""), str(response.url)))
             except httpx.TimeoutException:
                 raise SourceError(f"{url}: no answer within {timeout_s:.0f} s") from None

@@ -11,8 +11,10 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -21,12 +23,13 @@ from rag.index.catalog import NewChunk
 from rag.index.registry import open_catalog
 from rag.ingest.chunking import chunk_sections, make_splitter
 from rag.config import Config
-from common.errors import SourceError, UserInputError
+from common.errors import SourceError, UserInputError, one_line
 from rag.index.document_index import DocumentIndex
 from rag.ingest.loaders import Section, read_limited, sections_from_bytes
 from rag.ingest.fetch import fetch
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,6 +59,22 @@ class _FileTarget:
     uri: str
     source: str
     root: str
+
+
+def reading(source: str, step: Callable[[], T]) -> T:
+    """Run one step of reading a source (download, parse, chunk). Whatever it raises becomes that
+    source's SourceError, logged with its traceback: a crafted file makes a parser library raise
+    types it does not document (pypdf's LimitReachedError, RecursionError, MemoryError), and one bad
+    source must never stop the batch, `serve`, or a later re-index."""
+    try:
+        return step()
+    except SourceError:
+        raise
+    except Exception as err:  # noqa: BLE001 - reported as this source's error, traceback logged
+        log.exception("%s: could not be read", source)
+        reason = one_line(err)
+        reason = reason if len(reason) <= 200 else reason[:199] + "…"
+        raise SourceError(f"{source}: could not be read ({reason}); details in the server log") from err
 
 
 def is_url(text: str) -> bool:
@@ -159,14 +178,15 @@ class Ingestor:
             self.index.catalog.touch(target.uri, stat.st_mtime_ns)     # touched, not changed
             report.unchanged += 1
             return
-        sections = sections_from_bytes(data, target.source, target.path.suffix)
+        sections = reading(target.source, lambda: sections_from_bytes(data, target.source, target.path.suffix))
         self._store(target.uri, target.source, target.root, digest, stat.st_size, stat.st_mtime_ns,
                     sections, known, report)
 
     def _ingest_url(self, url: str, report: IngestReport) -> None:
         docs = self.cfg.documents
-        page = fetch(url, docs.url_timeout_s, int(docs.url_max_mb * 1e6), docs.allow_private_urls)
-        sections = sections_from_bytes(page.content, url, page.kind, url=page.url)
+        page = reading(url, lambda: fetch(url, docs.url_timeout_s, int(docs.url_max_mb * 1e6),
+                                          docs.allow_private_urls))
+        sections = reading(url, lambda: sections_from_bytes(page.content, url, page.kind, url=page.url))
         if not sections:
             raise SourceError(f"{url}: no readable text")
         digest = hashlib.sha256(page.content).hexdigest()
@@ -177,7 +197,7 @@ class Ingestor:
             self.index.catalog.touch(uri, mtime_ns)     # touched, not changed
             report.unchanged += 1
             return
-        chunks = chunk_sections(sections, source, self.splitter)
+        chunks = reading(source, lambda: chunk_sections(sections, source, self.splitter))
         if not chunks:
             raise SourceError(f"{source}: no text to index")
         # Deduplicate inside the document, then embed only what the catalog has never seen.

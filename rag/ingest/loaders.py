@@ -1,7 +1,8 @@
 """Read documents into plain-text sections with a location (page, heading).
 
 One function per format; each raises SourceError with a one-line reason so that a bad file is
-reported and skipped while the rest of the batch still goes in.
+reported and skipped while the rest of the batch still goes in. A parser library is not trusted to
+raise only what it documents: the ingestor turns anything else into that source's error too.
 """
 from __future__ import annotations
 

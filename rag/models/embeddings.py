@@ -9,16 +9,19 @@ applied in numpy, so the vectors match the torch ones (cosine 1.0 for onnx, ~0.9
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import re
 import shutil
+import threading
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from rag.config import EmbeddingsConfig
 from common.errors import BackendError
@@ -37,11 +40,24 @@ class Embedder(ABC):
     @abstractmethod
     def embed(self, texts: list[str], progress: bool = False) -> np.ndarray: ...
 
-    @abstractmethod
-    def count_tokens(self, text: str) -> int: ...
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` (the chunker's measure), from a tokenizer of its own: see `_share_safely`."""
+        with self._count_lock:
+            return len(self._counter.encode(text, add_special_tokens=False))
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
+
+    def _share_safely(self, tokenizer) -> None:
+        """Make the embedder safe to share between threads (an ingest counts tokens and embeds while
+        questions are embedded). A Hugging Face tokenizer keeps truncation and padding as state that
+        each call sets (counting turns them off, embedding on): two threads on one tokenizer got
+        batches without padding ("Unable to create tensor", ValueError) or "Already borrowed". So
+        counting gets a copy of its own, and each use of `tokenizer` for embedding holds
+        `_encode_lock`, one batch at a time (a question waits for at most one ingest batch)."""
+        self._counter = copy.deepcopy(tokenizer)
+        self._count_lock = threading.Lock()
+        self._encode_lock = threading.Lock()
 
 
 class SentenceTransformerEmbedder(Embedder):
@@ -61,16 +77,20 @@ class SentenceTransformerEmbedder(Embedder):
         self.dimension = int(self.model.get_embedding_dimension())
         self.max_tokens = int(self.model.max_seq_length)
         self.tokenizer = self.model.tokenizer
+        self._share_safely(self.tokenizer)
 
     def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        vecs = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                 show_progress_bar=progress, convert_to_numpy=True)
-        return np.ascontiguousarray(vecs, dtype=np.float32)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        # Longest first, as sentence-transformers does, so each batch pads to similar lengths; one
+        # batch per turn of the lock, so a question is not held up by a whole document's embedding.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for start in tqdm(range(0, len(order), self.batch_size), desc="embed", disable=not progress, leave=False):
+            rows = order[start:start + self.batch_size]
+            with self._encode_lock:
+                out[rows] = self.model.encode([texts[i] for i in rows], batch_size=self.batch_size,
+                                              normalize_embeddings=True, show_progress_bar=False,
+                                              convert_to_numpy=True)
+        return out
 
 
 ONNX_FORMAT = 1
@@ -215,6 +235,7 @@ class OnnxEmbedder(Embedder):
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
         # count_tokens measures whole documents for the chunker; only embedding truncates (max_length below).
         self.tokenizer.model_max_length = 1 << 30
+        self._share_safely(self.tokenizer)
         options = ort.SessionOptions()
         # Do not spin idle worker threads: the LLM runs on the same cores right after a query is embedded.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -235,7 +256,9 @@ class OnnxEmbedder(Embedder):
         self.max_tokens = int(meta["max_seq_length"])
 
     def _run(self, batch: list[str]) -> np.ndarray:
-        enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="np")
+        with self._encode_lock:        # the tokenizer, not the session: onnxruntime runs calls in parallel
+            enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_tokens,
+                                 return_tensors="np")
         feeds = {n: np.asarray(enc[n], dtype=np.int64) for n in self.inputs}
         hidden = self.session.run(["last_hidden_state"], feeds)[0]
         mask = feeds["attention_mask"][..., None].astype(np.float32)
@@ -253,15 +276,10 @@ class OnnxEmbedder(Embedder):
             return out
         # Longest first, as sentence-transformers does, so each batch pads to similar lengths.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        from tqdm import tqdm
-
         for start in tqdm(range(0, len(order), self.batch_size), desc="embed", disable=not progress, leave=False):
             rows = order[start:start + self.batch_size]
             out[rows] = self._run([texts[i] for i in rows])
         return out
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
 
 
 BACKENDS = {"sentence-transformers": SentenceTransformerEmbedder}

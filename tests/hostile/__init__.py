@@ -1,0 +1,65 @@
+"""A small corpus of hostile inputs, made by code so that it stays tiny and says what each one is.
+
+Every finding of the security review (issue 17) that a file or a request can trigger has its input
+here; later changes run the tests that use them. Each function returns bytes (or writes a file and
+returns its path) and documents the trick.
+"""
+from __future__ import annotations
+
+import zlib
+from functools import lru_cache
+from pathlib import Path
+
+
+def _pdf(objects: list[bytes]) -> bytes:
+    """A PDF file of these objects (numbered from 1, object 1 the catalog) with a correct xref table."""
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
+
+
+def page_tree_bomb_pdf(levels: int = 24) -> bytes:
+    """About 2 KB: a page tree where every node lists the same child twice, `levels` deep, so it
+    names 2**levels pages. pypdf stops at its limit with LimitReachedError (not a PdfReadError)."""
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>"]
+    for level in range(levels):
+        me, child = 2 + level, 3 + level
+        objects.append(f"<< /Type /Pages /Kids [{child} 0 R {child} 0 R] /Count {2 ** (levels - level)} "
+                       f"{'' if level == 0 else f'/Parent {me - 1} 0 R '}>>".encode())
+    leaf, font = 2 + levels, 3 + levels
+    objects.append(f"<< /Type /Page /Parent {leaf - 1} 0 R /MediaBox [0 0 612 792] /Contents {font + 1} 0 R "
+                   f"/Resources << /Font << /F1 {font} 0 R >> >> >>".encode())
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    stream = b"BT /F1 12 Tf 72 720 Td (The same page, sixteen million times.) Tj ET"
+    objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    return _pdf(objects)
+
+
+@lru_cache(maxsize=4)
+def gzip_bomb(expanded_mb: int = 100) -> bytes:
+    """About 1 KB per MB: `expanded_mb` MB of zeros, gzip-compressed (ratio ~1000:1)."""
+    packer, block = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS), bytes(1 << 20)
+    return b"".join(packer.compress(block) for _ in range(expanded_mb)) + packer.flush()
+
+
+@lru_cache(maxsize=4)
+def brotli_bomb(expanded_mb: int = 100) -> bytes:
+    """Under 200 bytes: `expanded_mb` MB of zeros, brotli-compressed (the review used 1,617 bytes for 1 GiB)."""
+    import brotli
+
+    packer, block = brotli.Compressor(quality=5), bytes(1 << 20)
+    return b"".join(packer.process(block) for _ in range(expanded_mb)) + packer.finish()
+
+
+def write(folder: Path, name: str, data: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(data)
+    return path
