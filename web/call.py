@@ -21,7 +21,7 @@ import numpy as np
 from common.errors import RagError, one_line
 from common.wav import resample, to_wav_bytes
 from rag.call import Call
-from web.render import sources_html
+from web.render import chat_markdown, sources_html
 
 log = logging.getLogger(__name__)
 RATE = 16_000
@@ -99,17 +99,6 @@ SYNC_MIC_JS = """
 """
 
 
-def text_of(content) -> str:
-    """A chat message's text: the page sends Gradio 6's content parts back ([{"type": "text", ...}])."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, dict):
-        return str(content.get("text") or "")
-    if isinstance(content, (list, tuple)):
-        return "".join(text_of(part) for part in content)
-    return ""
-
-
 def end_call(call: Call | None) -> None:
     """gr.State's delete callback: the tab is gone, so is its call's work."""
     if call is not None:
@@ -122,6 +111,7 @@ class CallHandlers:
         self.chat = chat                          # web.chat.ChatHandlers: sessions and the chosen voice
         self.transcriber_error = transcriber_error
         self._seq = itertools.count()
+        self._written: dict[tuple[int, int], str] = {}   # (call, turn) -> the answer's raw text so far
 
     def _player(self, chunks=(), stop=False) -> str:
         return json.dumps({"seq": next(self._seq), "chunks": list(chunks), "stop": stop})
@@ -178,7 +168,8 @@ class CallHandlers:
                 chat += [{"role": "user", "content": event.value}, {"role": "assistant", "content": "…"}]
                 changed = True
             elif event.kind == "text" and chat and chat[-1]["role"] == "assistant":
-                chat[-1] = {"role": "assistant", "content": text_of(chat[-1]["content"]).rstrip("…") + event.value}
+                written = self._written[id(call), event.turn] = self._written.get((id(call), event.turn), "") + event.value
+                chat[-1] = {"role": "assistant", "content": chat_markdown(written)}   # document text: no markup
                 changed = True
             elif event.kind == "audio":
                 chunks.append(base64.b64encode(to_wav_bytes(event.value.samples, event.value.sample_rate)).decode())
@@ -186,9 +177,10 @@ class CallHandlers:
                 stop, chunks = True, []
             elif event.kind == "finished":
                 record = event.value
-                said = record.answer
+                self._written.pop((id(call), record.turn), None)
+                said = chat_markdown(record.answer)
                 if record.barged_in:
-                    said = (f"{record.spoken} _(interrupted)_" if record.spoken
+                    said = (f"{chat_markdown(record.spoken)} _(interrupted)_" if record.spoken
                             else "_(interrupted before the answer was spoken)_")
                 if chat and chat[-1]["role"] == "assistant":
                     chat[-1] = {"role": "assistant", "content": said}
