@@ -156,3 +156,19 @@ def test_an_answer_started_during_a_pause_is_dropped_when_the_user_goes_on(base_
         shown += [event.value] if event.kind == "question" else []
     assert shown == [records[0].transcript]
     assert "4,800" in records[0].answer
+
+
+def test_a_call_nobody_speaks_in_ends_by_itself(base_engines, tmp_path):
+    from conftest import engines_like
+    from rag.call import Call, SkippingClock, play_recording
+
+    engines = engines_like(base_engines, tmp_path / "data", "call.idle_end_s=2")
+    clock = SkippingClock()
+    call = Call(engines, clock)
+    play_recording(call, np.zeros(16000 * 3, np.float32), clock)
+    assert call.ended == "idle" and call.records == []
+    states = []
+    while not call.events.empty():
+        event = call.events.get()
+        states += [event.value] if event.kind == "state" else []
+    assert states == ["ended"]

@@ -100,3 +100,20 @@ def test_talking_over_the_answer_stops_it_and_answers_the_new_question(playwrigh
         page.wait_for_function("window.ragCall.played >= 1", timeout=60_000)   # the new answer was spoken
     finally:
         browser.close()
+
+
+def test_talk_without_a_microphone_says_so(playwright_, chromium_options, web_server):
+    """No fake microphone and no permission: the browser refuses getUserMedia; the page says why in one line
+    and no call starts."""
+    browser = playwright_.chromium.launch(**chromium_options)
+    try:
+        page = browser.new_context(viewport={"width": 1360, "height": 1000}).new_page()
+        page.goto(web_server.url)
+        page.wait_for_selector("#rag-talk", timeout=60_000)
+        page.click("#rag-talk")
+        page.wait_for_function("document.querySelector('#rag-call-status').innerText.includes('No microphone')",
+                               timeout=30_000)
+        assert page.inner_text("#rag-talk").strip() == "Talk"
+        assert "Traceback" not in page.inner_text("body")
+    finally:
+        browser.close()
