@@ -123,7 +123,8 @@ class SkippingClock:
 
 class Call:
     def __init__(self, engines, now: Callable[[], float], *, session: str | None = None, speak: bool = True,
-                 synthesizer=None, partial_every_s: float | None = None):
+                 synthesizer=None, partial_every_s: float | None = None, read_ahead: bool | None = None,
+                 speculate_after_s: float | None = None):
         cfg = engines.cfg
         self.cfg = cfg.call
         self.engines = engines
@@ -136,6 +137,8 @@ class Call:
             threshold=self.cfg.vad_threshold, min_speech_s=self.cfg.min_speech_s,
             end_silence_s=self.cfg.end_silence_s, max_turn_s=cfg.asr.max_audio_s))
         self.partial_every_s = self.cfg.partial_every_s if partial_every_s is None else partial_every_s
+        self.read_ahead = self.cfg.read_ahead if read_ahead is None else read_ahead
+        self.speculate_after_s = self.cfg.speculate_after_s if speculate_after_s is None else speculate_after_s
         self.events: queue.Queue[CallEvent] = queue.Queue()
         self.records: list[TurnRecord] = []           # finished turns, in order
         self.history: list[dict] = engines.history.history(session) if session else []
@@ -220,7 +223,7 @@ class Call:
         if self._partial is not None and self._partial.done():
             if text := self._partial.result():
                 self.events.put(CallEvent("heard", self._turns + 1, text))
-                if self._current is None and self._spec is None:     # the model is free: read ahead
+                if self.read_ahead and self._current is None and self._spec is None:   # the model is free
                     self._prefilling = self._llm_side.submit(self._prefill, text)
             self._partial = None
         if self._partial is None and now - self._last_partial >= self.partial_every_s:
@@ -257,7 +260,7 @@ class Call:
     def _maybe_speculate(self) -> None:
         """The user has paused for `speculate_after_s` and their words are transcribed: start answering
         now, unseen, so the first audio can follow the turn's end sooner."""
-        after = self.cfg.speculate_after_s
+        after = self.speculate_after_s
         guess = self._guess
         if (not after or guess is None or self._spec is not None or self._current is not None
                 or self.detector.silent_for_s < after or not guess[1].done() or not guess[1].result()):

@@ -136,6 +136,7 @@ class CallConfig(Section):
     # transcribed, before the turn is sure to be over; dropped if they speak on (0: off).
     speculate_after_s: float = Field(0.3, ge=0, le=5)
     partial_every_s: float = Field(1.0, ge=0)          # words-so-far while the user speaks (0: off)
+    read_ahead: bool = True                            # with each words-so-far, read the prompt ahead (prefill)
     idle_end_s: float = Field(300, gt=0)               # a call with nobody speaking ends after this
 
 

@@ -10,19 +10,7 @@ import zlib
 from functools import lru_cache
 from pathlib import Path
 
-
-def _pdf(objects: list[bytes]) -> bytes:
-    """A PDF file of these objects (numbered from 1, object 1 the catalog) with a correct xref table."""
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    return bytes(out)
+from doc_helpers import pdf_bytes
 
 
 def page_tree_bomb_pdf(levels: int = 24) -> bytes:
@@ -39,7 +27,7 @@ def page_tree_bomb_pdf(levels: int = 24) -> bytes:
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     stream = b"BT /F1 12 Tf 72 720 Td (The same page, sixteen million times.) Tj ET"
     objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
-    return _pdf(objects)
+    return pdf_bytes(objects)
 
 
 @lru_cache(maxsize=4)
