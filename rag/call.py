@@ -167,7 +167,13 @@ class Call:
         noise = np.random.default_rng(0).normal(0, 0.01, 8000).astype(np.float32)
         self._transcribe(noise)                 # Whisper hears nothing in it, or a word: either is fine
         self.detector.vad(noise)
-        self.engines.llm.complete([{"role": "user", "content": "Say OK."}], GenerationSettings(2, 0.0))
+        llm = self.engines.llm
+        for _ in llm.gate.wait():               # the model is shared: never beside another request
+            pass
+        try:
+            llm.complete([{"role": "user", "content": "Say OK."}], GenerationSettings(2, 0.0))
+        finally:
+            llm.gate.leave()
         if self.speak and self.pipeline.synthesizer is not None:
             self.pipeline.synthesizer.synthesize("Ready.")
         self.detector = TurnDetector(self.detector.options)   # a fresh VAD state for the real audio
@@ -413,7 +419,7 @@ class Call:
             self._worker.join(timeout=30)
         self._finish_played(float("inf"))
         self._asr.shutdown(wait=False, cancel_futures=True)
-        self._llm_side.shutdown(wait=False, cancel_futures=True)
+        self._llm_side.shutdown(wait=True, cancel_futures=True)   # a read-ahead in flight ends within a second
         self.events.put(CallEvent("state", self._turns, "ended"))
 
 
