@@ -343,23 +343,13 @@ def engines(data: Path, *overrides: str):
     from rag.config import load_config
     from rag.engines import Engines
 
-    class BenchEngines(Engines):
-        @cached_property
-        def embedder(self):
-            return _shared(("embedder", self.cfg.embeddings.model_dump_json()), lambda: Engines.embedder.func(self))
+    def shared(name: str, section: str) -> cached_property:
+        def load(self):
+            return _shared((name, getattr(self.cfg, section).model_dump_json()), lambda: getattr(Engines, name).func(self))
+        return cached_property(load)
 
-        @cached_property
-        def llm(self):
-            return _shared(("llm", self.cfg.llm.model_dump_json()), lambda: Engines.llm.func(self))
-
-        @cached_property
-        def synthesizer(self):
-            return _shared(("tts", self.cfg.tts.model_dump_json()), lambda: Engines.synthesizer.func(self))
-
-        @cached_property
-        def transcriber(self):
-            return _shared(("asr", self.cfg.asr.model_dump_json()), lambda: Engines.transcriber.func(self))
-
+    # Each model property loads through the process-wide cache, keyed by its config section.
+    BenchEngines = type("BenchEngines", (Engines,), {name: shared(name, section) for name, section in Engines.MODELS.items()})
     cfg = load_config(ROOT / "config.yaml", ["documents.folder=null", *overrides], str(data))
     return BenchEngines(cfg)
 

@@ -135,3 +135,22 @@ def close_pg_catalogs(monkeypatch):
     yield
     for catalog in opened:
         catalog.close()
+
+
+def down_database_error(monkeypatch, url_env: str, open_it) -> tuple[str, int]:
+    """Point `url_env` at a port where nothing listens: `open_it()` must fail with a BackendError within
+    5 s (the configured timeout, not the OS's). Returns the error's message and the port."""
+    import time
+
+    import pytest
+
+    from common.errors import BackendError
+
+    pytest.importorskip("psycopg")
+    port = free_port()   # nothing listens there
+    monkeypatch.setenv(url_env, pg_url(port))
+    t0 = time.monotonic()
+    with pytest.raises(BackendError) as err:
+        open_it()
+    assert time.monotonic() - t0 < 5
+    return str(err.value), port

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 from conftest import make_config
-from pg_server import DATABASE, PASSWORD, USER, free_port, pg_server, pg_url  # noqa: F401 - pg_server: fixture
+from pg_server import DATABASE, PASSWORD, USER, down_database_error, pg_server, pg_url  # noqa: F401 - pg_server: fixture
 
 from rag.config import HistoryConfig
 from common.errors import BackendError, ConfigError
@@ -167,14 +167,8 @@ def test_conversation_continues_on_another_replica(pg_server, base_engines, tmp_
 
 # -- failures -------------------------------------------------------------------------------------
 def test_down_database_is_a_backend_error_quickly(tmp_path, monkeypatch):
-    pytest.importorskip("psycopg")
-    port = free_port()   # nothing listens there
-    monkeypatch.setenv("RAG_HISTORY_URL", pg_url(port))
-    t0 = time.monotonic()
-    with pytest.raises(BackendError) as err:
-        open_history(HistoryConfig(backend="postgres", timeout_s=2), tmp_path)
-    assert time.monotonic() - t0 < 5
-    message = str(err.value)
+    message, port = down_database_error(monkeypatch, "RAG_HISTORY_URL",
+                                        lambda: open_history(HistoryConfig(backend="postgres", timeout_s=2), tmp_path))
     assert f"127.0.0.1:{port}/{DATABASE}" in message and "$RAG_HISTORY_URL" in message
     assert "cannot reach the chat history database" in message
     assert "\n" not in message and PASSWORD not in message and f"{USER}:" not in message
