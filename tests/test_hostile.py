@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import engines_like
 from hostile import brotli_bomb, gzip_bomb, page_tree_bomb_pdf, write
+from http_helpers import serve
 
 from common.errors import SourceError
 
@@ -129,10 +130,7 @@ class _BombHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def bomb_site():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BombHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    yield from serve(_BombHandler)
 
 
 def _peak_fetch(url: str, max_bytes: int):

@@ -7,12 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 from pydantic import ValidationError
 from conftest import ROOT, SQUAD, engines_like
+from http_helpers import serve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -99,10 +99,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def local_site():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    yield from serve(_Handler)
 
 
 def test_url_guard_refuses_local_addresses(local_site):
