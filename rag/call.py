@@ -347,7 +347,8 @@ class Call:
                 elif isinstance(event, Done):
                     record.answer, record.abstained = event.answer, event.abstained
                     record.sources = [{"n": n, "source": h.source, "location": h.location, "text": h.text,
-                                       "score": round(h.score, 6)} for n, h in enumerate(event.sources, 1)]
+                                       "score": round(h.score, 6), "similarity": round(h.dense_score, 3)}
+                                      for n, h in enumerate(event.sources, 1)]
                 elif isinstance(event, Failed):
                     record.error = event.message
                     hold.out(lambda m=event.message: self.events.put(CallEvent("notice", record.turn, m)))

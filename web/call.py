@@ -25,9 +25,9 @@ from web.render import chat_markdown, sources_html
 
 log = logging.getLogger(__name__)
 RATE = 16_000
-STATES = {"listening": "🎙️ **Listening…** speak when you are ready.",
-          "hearing": "🗣️ **Hearing you…**", "thinking": "💭 **Thinking…**",
-          "speaking": "🔊 **Speaking…** talk to interrupt.", "ended": "Call ended. Press **Talk** to start again."}
+STATES = {"listening": "**Listening…** speak when you are ready.",
+          "hearing": "**Hearing you…**", "thinking": "**Thinking…**",
+          "speaking": "**Speaking…** talk to interrupt.", "ended": "Call ended. Press **Talk** to start again."}
 IDLE = "Press **Talk** for a hands-free conversation: speak, pause, hear the answer, talk over it to interrupt."
 
 # The page's player: WAV chunks (base64) queued on one AudioContext, back to back; `stop` cuts them off.

@@ -39,6 +39,7 @@ CSS = """
 .rag-passage { white-space: pre-wrap; font-size: 0.9em; margin-top: 0.45em; padding-top: 0.45em;
                border-top: 1px dashed var(--border-color-primary); }
 #rag-ask { align-self: stretch; }
+#rag-call-status [data-testid="status-tracker"] { display: none !important; }   /* the stream's timer: noise */
 """
 
 INTRO = ("Ask a question about your documents by typing it or by recording it with the microphone. "
