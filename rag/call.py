@@ -293,6 +293,7 @@ class Call:
         self._worker.start()
 
     def _on_turn(self, turn: TurnEnded) -> None:
+        self._partial = None                    # words so far of this turn: not the next one's
         spec = self._spec
         if spec is not None and spec.end_s == turn.end_s and not turn.cut:    # it guessed right: show it
             self._spec, self._guess = None, None
