@@ -117,3 +117,31 @@ def test_talk_without_a_microphone_says_so(playwright_, chromium_options, web_se
         assert "Traceback" not in page.inner_text("body")
     finally:
         browser.close()
+
+
+def test_two_tabs_in_call_mode_keep_their_own_conversations(playwright_, chromium_options, web_server, voice,
+                                                          tmp_path):
+    """Two tabs talk at once (the same fake microphone feeds both): each call answers into its own session."""
+    talk = conversation(["When did the Harbor Point library open?", 8.0], tmp_path / "one.wav", voice)
+    browser, first = call_page(playwright_, chromium_options, web_server.url, fake_microphone(talk, tmp_path))
+    try:
+        second = browser.new_context(viewport={"width": 1360, "height": 1000}).new_page()
+        second.goto(web_server.url)
+        second.wait_for_selector("#rag-talk", timeout=60_000)
+        mark = web_server.mark()
+        first.click("#rag-talk")
+        second.click("#rag-talk")
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            rows = web_server._query("SELECT session, role FROM messages WHERE id > ? ORDER BY id", (mark,))
+            if len([r for r in rows if r[1] == "assistant"]) >= 2:
+                break
+            time.sleep(0.5)
+        sessions = {}
+        for session, role in rows:
+            sessions.setdefault(session, []).append(role)
+        assert len(sessions) == 2 and all(roles == ["user", "assistant"] for roles in sessions.values()), rows
+        for page in (first, second):
+            page.wait_for_function("document.querySelectorAll('#rag-chat .message.user').length === 1", timeout=30_000)
+    finally:
+        browser.close()
