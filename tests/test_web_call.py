@@ -145,3 +145,28 @@ def test_two_tabs_in_call_mode_keep_their_own_conversations(playwright_, chromiu
             page.wait_for_function("document.querySelectorAll('#rag-chat .message.user').length === 1", timeout=30_000)
     finally:
         browser.close()
+
+
+def test_closing_the_tab_stops_the_call(playwright_, chromium_options, web_server, voice, tmp_path):
+    """The server's work for a call (its transcription and read-ahead threads) ends when the tab goes."""
+    import threading
+
+    def call_threads() -> int:
+        return sum(t.name.startswith(("call-asr", "call-prefill", "call-turn")) for t in threading.enumerate())
+
+    talk = conversation(["How many panels does the Millstream solar garden have?", 20.0], tmp_path / "long.wav",
+                        voice)
+    browser, page = call_page(playwright_, chromium_options, web_server.url, fake_microphone(talk, tmp_path))
+    try:
+        before = call_threads()
+        page.click("#rag-talk")
+        page.wait_for_function("document.querySelector('#rag-call-status').innerText.includes('Hearing')",
+                               timeout=30_000)
+        assert call_threads() > before
+        page.context.close()                       # the tab goes, mid-call
+        deadline = time.time() + 30
+        while call_threads() > before and time.time() < deadline:
+            time.sleep(0.5)
+        assert call_threads() == before
+    finally:
+        browser.close()

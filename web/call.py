@@ -112,14 +112,17 @@ class CallHandlers:
         self.transcriber_error = transcriber_error
         self._seq = itertools.count()
         self._written: dict[tuple[int, int], str] = {}   # (call, turn) -> the answer's raw text so far
+        self._live: dict[str, Call] = {}                  # the tab (Gradio session hash) -> its call
 
     def _player(self, chunks=(), stop=False) -> str:
         return json.dumps({"seq": next(self._seq), "chunks": list(chunks), "stop": stop})
 
-    def toggle(self, call, session, chat, voice_choice, rate, mic_problem):
+    def toggle(self, call, session, chat, voice_choice, rate, mic_problem, request: gr.Request = None):
         """Talk / End call. Returns (call, button, mic, status, session, player)."""
         skip = gr.skip()
+        tab = getattr(request, "session_hash", None)
         if call is not None and not call.ended:
+            self._live.pop(tab, None)
             call.end("ended by the user")
             return None, gr.update(value="Talk", variant="primary"), gr.update(recording=False), \
                 STATES["ended"], skip, self._player(stop=True)
@@ -138,14 +141,25 @@ class CallHandlers:
         except RagError as err:
             gr.Warning(f"The call could not start: {one_line(err)}")
             return None, skip, skip, IDLE, session, skip
+        if tab:
+            self._live[tab] = call
         return call, gr.update(value="End call", variant="stop"), gr.update(recording=True), \
             STATES["listening"], session, self._player()
 
-    def stream(self, chunk, call, chat, muted):
+    def closed(self, request: gr.Request = None):
+        """The tab was closed or reloaded (Gradio's unload): its call's work stops now, not when Gradio
+        drops the tab's state an hour later."""
+        call = self._live.pop(getattr(request, "session_hash", None), None)
+        if call is not None:
+            call.end("closed")
+
+    def stream(self, chunk, call, chat, muted, request: gr.Request = None):
         """One chunk of microphone audio. Returns (chat, sources, status, player, call, button, mic)."""
         skip = gr.skip()
         if call is None or chunk is None:
             return skip, skip, skip, skip, call, skip, skip
+        if call.ended:
+            self._live.pop(getattr(request, "session_hash", None), None)
         rate, samples = chunk
         audio = np.asarray(samples, np.float32)
         if np.issubdtype(np.asarray(samples).dtype, np.integer):

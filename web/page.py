@@ -201,6 +201,7 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
                         [chatbot, sources, call_status, call_player, call_state, talk, call_mic],
                         stream_every=0.25, time_limit=None, **call_kw)
         call_player.change(None, [call_player], None, js="(v) => { window.ragCall && window.ragCall.take(v); }")
+        demo.unload(calls.closed)
 
         listing = [table, to_remove, search_in]
         upload.upload(docs.add_files, [upload], [doc_status, *listing, upload], **doc_kw)
