@@ -162,6 +162,9 @@ def test_closing_the_tab_stops_the_call(playwright_, chromium_options, web_serve
         page.click("#rag-talk")
         page.wait_for_function("document.querySelector('#rag-call-status').innerText.includes('Hearing')",
                                timeout=30_000)
+        deadline = time.time() + 20                # its first transcription starts its threads
+        while call_threads() <= before and time.time() < deadline:
+            time.sleep(0.25)
         assert call_threads() > before
         page.context.close()                       # the tab goes, mid-call
         deadline = time.time() + 30

@@ -114,6 +114,12 @@ class CallHandlers:
         self._written: dict[tuple[int, int], str] = {}   # (call, turn) -> the answer's raw text so far
         self._live: dict[str, Call] = {}                  # the tab (Gradio session hash) -> its call
 
+    def _end(self, call: Call, tab: str | None, reason: str) -> None:
+        self._live.pop(tab, None)
+        for key in [k for k in self._written if k[0] == id(call)]:
+            del self._written[key]
+        call.end(reason)
+
     def _player(self, chunks=(), stop=False) -> str:
         return json.dumps({"seq": next(self._seq), "chunks": list(chunks), "stop": stop})
 
@@ -122,8 +128,7 @@ class CallHandlers:
         skip = gr.skip()
         tab = getattr(request, "session_hash", None)
         if call is not None and not call.ended:
-            self._live.pop(tab, None)
-            call.end("ended by the user")
+            self._end(call, tab, "ended by the user")
             return None, gr.update(value="Talk", variant="primary"), gr.update(recording=False), \
                 STATES["ended"], skip, self._player(stop=True)
         if self.transcriber_error:
@@ -149,17 +154,18 @@ class CallHandlers:
     def closed(self, request: gr.Request = None):
         """The tab was closed or reloaded (Gradio's unload): its call's work stops now, not when Gradio
         drops the tab's state an hour later."""
-        call = self._live.pop(getattr(request, "session_hash", None), None)
+        tab = getattr(request, "session_hash", None)
+        call = self._live.get(tab)
         if call is not None:
-            call.end("closed")
+            self._end(call, tab, "closed")
 
     def stream(self, chunk, call, chat, muted, request: gr.Request = None):
         """One chunk of microphone audio. Returns (chat, sources, status, player, call, button, mic)."""
         skip = gr.skip()
         if call is None or chunk is None:
             return skip, skip, skip, skip, call, skip, skip
-        if call.ended:
-            self._live.pop(getattr(request, "session_hash", None), None)
+        if call.ended:                      # it ended itself (idle): forget it here too
+            self._end(call, getattr(request, "session_hash", None), call.ended)
         rate, samples = chunk
         audio = np.asarray(samples, np.float32)
         if np.issubdtype(np.asarray(samples).dtype, np.integer):
