@@ -17,6 +17,7 @@ from common.errors import RagError, UserInputError, one_line
 from web.call import CHECK_MIC_JS, IDLE, PLAYER_JS, SYNC_MIC_JS, CallHandlers, end_call
 from web.chat import ChatHandlers, voice_choices, voice_value
 from web.documents import DocumentHandlers
+from web.guard import HostGuard
 from web.login import LoginThrottle
 from web.uploads import recover_uploads
 from web.render import SOURCES_EMPTY, profile_markdown
@@ -254,13 +255,16 @@ def launch(engines, host: str | None = None, port: int | None = None, block: boo
         log.warning("serving on %s without a login: anyone who can reach this port can read your documents; "
                     "set RAG_USERNAME and RAG_PASSWORD", host)
     theme = gr.themes.Soft(primary_hue="blue", neutral_hue="slate")
+    middleware = [Middleware(HostGuard, allowed_hosts=cfg.server.allowed_hosts, bind_host=host)]
+    if auth:
+        middleware.append(Middleware(LoginThrottle))
     try:
         _, url, _ = demo.launch(
             server_name=host, server_port=port, auth=auth, auth_message=f"{TITLE}: please log in.",
             prevent_thread_lock=not block, quiet=not block, show_error=False,
             max_file_size=int(cfg.documents.max_file_mb * 1e6), footer_links=["api"], theme=theme, css=CSS,
             ssr_mode=False, mcp_server=False, allowed_paths=[], pwa=False, head=PLAYER_JS,
-            app_kwargs={"middleware": [Middleware(LoginThrottle)]} if auth else None)
+            app_kwargs={"middleware": middleware})
     except OSError as err:     # port taken, address not on this host: one line from the CLI, no traceback
         detail = " ".join(str(err).split())[:200]
         raise UserInputError(f"cannot serve on {host}:{port} ({detail}); pass --port with a free port "
