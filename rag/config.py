@@ -27,6 +27,7 @@ class DocumentsConfig(Section):
     url_timeout_s: float = Field(20, gt=0)
     url_max_mb: float = Field(10, gt=0)
     allow_private_urls: bool = False    # let URLs reach loopback/private/link-local addresses
+    max_chars: int = Field(5_000_000, ge=1000)   # characters of text one document may have, once read
 
 
 class ChunkingConfig(Section):
