@@ -153,6 +153,7 @@ class ServerConfig(Section):
     port: int = Field(7860, ge=1, le=65535)
     concurrency_limit: int = Field(4, ge=1)
     max_queue: int = Field(32, ge=1)
+    max_queue_per_client: int = Field(4, ge=1)    # /ask requests one session id (else address) may have queued
     allowed_hosts: tuple[str, ...] = ()           # Host names besides loopback and `host`; "*" = any
     auth: AuthConfig = AuthConfig()
 

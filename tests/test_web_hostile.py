@@ -1,7 +1,8 @@
-"""The security review's findings against the running page (issue 17 #6): real HTTP requests to
-the real server on loopback."""
+"""The security review's findings against the running page (issue 17 #6, #10): real HTTP requests
+and real concurrent clients to the real server on loopback."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import httpx
@@ -39,3 +40,25 @@ def test_a_rebinding_name_or_another_site_is_refused(web_server):
         assert own.status_code == 200 and own.json()["event_id"]
     answer, sources = client(base).predict("When did the Harbor Point library open?", "", api_name="/ask")
     assert "1962" in answer and sources
+
+
+def test_one_client_cannot_fill_the_answer_queue(web_server):
+    """#10: 60 concurrent /ask calls from one client took all 32 queue places; another client got 503
+    or waited 65 s. Now one client (its session id, else its address) has at most
+    server.max_queue_per_client calls waiting or running; the rest are refused at once, and another
+    client's question is queued and answered meanwhile."""
+    limit = web_server.engines.cfg.server.max_queue_per_client
+    question = "When did the Harbor Point library abolish fines?"
+
+    def join(session):
+        return httpx.post(web_server.url + "gradio_api/call/ask", json={"data": [question, session, None]}, timeout=60)
+
+    with ThreadPoolExecutor(12) as pool:
+        flood = list(pool.map(join, ["flooder"] * 12))
+    codes = [r.status_code for r in flood]
+    assert codes.count(200) == limit and codes.count(503) == 12 - limit, codes
+    refused = next(r for r in flood if r.status_code == 503)
+    assert "max_queue_per_client" in refused.json()["detail"]
+    answer, sources = client(web_server.url).predict(
+        "How many panels does the Millstream Solar Garden have?", "patient", api_name="/ask")
+    assert answer.strip() and sources[0]["source"] == "solar-garden.md"

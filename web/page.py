@@ -17,6 +17,7 @@ from common.errors import RagError, UserInputError, one_line
 from web.call import CHECK_MIC_JS, IDLE, PLAYER_JS, SYNC_MIC_JS, CallHandlers, end_call
 from web.chat import ChatHandlers, voice_choices, voice_value
 from web.documents import DocumentHandlers
+from web.fairness import limit_per_client
 from web.guard import HostGuard
 from web.login import LoginThrottle
 from web.uploads import recover_uploads
@@ -248,6 +249,7 @@ def launch(engines, host: str | None = None, port: int | None = None, block: boo
     recover_uploads(engines.ingestor, engines.index.catalog, (cfg.data_path / "uploads").resolve())
     demo = build_page(engines, transcriber_error)
     demo.queue(default_concurrency_limit=cfg.server.concurrency_limit, max_size=cfg.server.max_queue)
+    limit_per_client(demo, "ask", cfg.server.max_queue_per_client)
     auth = auth_pair(cfg)
     host = host or cfg.server.host
     port = port or cfg.server.port
