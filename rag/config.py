@@ -155,6 +155,7 @@ class ServerConfig(Section):
     max_queue: int = Field(32, ge=1)
     max_queue_per_client: int = Field(4, ge=1)    # /ask requests one session id (else address) may have queued
     allowed_hosts: tuple[str, ...] = ()           # Host names besides loopback and `host`; "*" = any
+    upload_cache_mb: float = Field(1000, gt=0)    # what Gradio's upload route may keep, all requests together
     auth: AuthConfig = AuthConfig()
 
 

@@ -1,8 +1,11 @@
-"""The security review's findings against the running page (issue 17 #6, #10): real HTTP requests
-and real concurrent clients to the real server on loopback."""
+"""The security review's findings against the running page (issue 17 #6, #10, #11): real HTTP
+requests and real concurrent clients to the real server on loopback."""
 from __future__ import annotations
 
+import socket
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -62,3 +65,40 @@ def test_one_client_cannot_fill_the_answer_queue(web_server):
     answer, sources = client(web_server.url).predict(
         "How many panels does the Millstream Solar Garden have?", "patient", api_name="/ask")
     assert answer.strip() and sources[0]["source"] == "solar-garden.md"
+
+
+def _cache_files_holding(marker: bytes) -> list[Path]:
+    from gradio.utils import get_upload_folder
+
+    found = []
+    for path in Path(get_upload_folder()).rglob("*"):
+        try:
+            if path.is_file() and marker in path.read_bytes():
+                found.append(path)
+        except OSError:
+            continue
+    return found
+
+
+def test_the_upload_route_keeps_no_more_than_the_limits(web_server):
+    """#11: 100 files in one POST /gradio_api/upload were accepted and kept for 6 h; the 20-file
+    limit applied only when indexing. Now a request over documents.max_upload_files files, or
+    declaring more bytes than that many files may hold, is refused (413) and nothing of it is kept."""
+    docs = web_server.engines.cfg.documents
+    marker = uuid.uuid4().hex.encode()
+    files = [("files", (f"note-{i}.md", marker + f" note {i}".encode(), "text/markdown"))
+             for i in range(docs.max_upload_files + 10)]
+    refused = httpx.post(web_server.url + "gradio_api/upload", files=files, timeout=60)
+    assert refused.status_code == 413 and f"at most {docs.max_upload_files} files" in refused.json()["detail"]
+    assert _cache_files_holding(marker) == []
+    kept = httpx.post(web_server.url + "gradio_api/upload", files=files[:2], timeout=60)
+    assert kept.status_code == 200 and len(kept.json()) == 2 and len(_cache_files_holding(marker)) == 2
+
+    # A body declared bigger than max_upload_files x max_file_mb is refused before it is read.
+    parts = urlsplit(web_server.url)
+    declared = int(docs.max_upload_files * docs.max_file_mb * 1e6) + 2_000_000
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as raw:
+        raw.sendall(f"POST /gradio_api/upload HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: multipart/"
+                    f"form-data; boundary=b\r\nContent-Length: {declared}\r\n\r\n".encode())
+        answer = raw.recv(4096).decode("latin-1")
+    assert answer.startswith("HTTP/1.1 413"), answer[:200]

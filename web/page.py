@@ -11,6 +11,7 @@ import logging
 import os
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
 from common.errors import RagError, UserInputError, one_line
@@ -20,6 +21,7 @@ from web.documents import DocumentHandlers
 from web.fairness import limit_per_client
 from web.guard import HostGuard
 from web.login import LoginThrottle
+from web.upload_limit import UploadLimit
 from web.uploads import recover_uploads
 from web.render import SOURCES_EMPTY, profile_markdown
 
@@ -93,7 +95,7 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
     if tts_on and engines.loaded("synthesizer"):
         synth_name = getattr(engines.synthesizer, "name", None)
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(900, 3600)) as demo:
         session = gr.BrowserState("", storage_key="voice-rag-session", secret=_browser_key(cfg))
         call_state = gr.State(None, delete_callback=end_call)     # this tab's call; ended when the tab goes
         gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="rag-header")
@@ -257,7 +259,11 @@ def launch(engines, host: str | None = None, port: int | None = None, block: boo
         log.warning("serving on %s without a login: anyone who can reach this port can read your documents; "
                     "set RAG_USERNAME and RAG_PASSWORD", host)
     theme = gr.themes.Soft(primary_hue="blue", neutral_hue="slate")
-    middleware = [Middleware(HostGuard, allowed_hosts=cfg.server.allowed_hosts, bind_host=host)]
+    docs = cfg.documents
+    middleware = [Middleware(HostGuard, allowed_hosts=cfg.server.allowed_hosts, bind_host=host),
+                  Middleware(UploadLimit, max_files=docs.max_upload_files, cache_dir=get_upload_folder(),
+                             max_bytes=int(docs.max_upload_files * docs.max_file_mb * 1e6) + 1_000_000,
+                             max_cache_bytes=int(cfg.server.upload_cache_mb * 1e6))]
     if auth:
         middleware.append(Middleware(LoginThrottle))
     try:
