@@ -27,6 +27,7 @@ class DocumentsConfig(Section):
     url_timeout_s: float = Field(20, gt=0)
     url_max_mb: float = Field(10, gt=0)
     allow_private_urls: bool = False    # let URLs reach loopback/private/link-local addresses
+    max_chars: int = Field(5_000_000, ge=1000)   # characters of text one document may have, once read
 
 
 class ChunkingConfig(Section):
@@ -152,6 +153,9 @@ class ServerConfig(Section):
     port: int = Field(7860, ge=1, le=65535)
     concurrency_limit: int = Field(4, ge=1)
     max_queue: int = Field(32, ge=1)
+    max_queue_per_client: int = Field(4, ge=1)    # /ask requests one session id (else address) may have queued
+    allowed_hosts: tuple[str, ...] = ()           # Host names besides loopback and `host`; "*" = any
+    upload_cache_mb: float = Field(1000, gt=0)    # what Gradio's upload route may keep, all requests together
     auth: AuthConfig = AuthConfig()
 
 

@@ -55,11 +55,19 @@ def write_encrypted_pdf(path: Path, text: str, password: str = "secret") -> Path
 
 
 def write_docx(path: Path, heading: str, paragraphs: list[str]) -> Path:
+    path.write_bytes(write_docx_bytes(heading, paragraphs))
+    return path
+
+
+def write_docx_bytes(heading: str, paragraphs: list[str]) -> bytes:
+    import io
+
     import docx
 
     document = docx.Document()
     document.add_heading(heading, level=1)
     for para in paragraphs:
         document.add_paragraph(para)
-    document.save(str(path))
-    return path
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()

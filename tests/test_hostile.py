@@ -9,13 +9,14 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 import tracemalloc
 
 import numpy as np
 
 import pytest
 from conftest import engines_like
-from hostile import brotli_bomb, gzip_bomb, page_tree_bomb_pdf, write
+from hostile import brotli_bomb, docx_bomb, gzip_bomb, page_tree_bomb_pdf, text_without_separators, write
 from http_helpers import serve
 
 from common.errors import SourceError
@@ -197,3 +198,54 @@ def test_questions_are_embedded_while_a_document_is_chunked(base_engines):
         thread.join()
     assert errors == [], f"{len(errors)} of {len(errors) + len(asked)} failed: {errors[0]}"
     assert len(asked) == 50 and max(asked) < 1e-5 and counts and set(counts) == {want_count}
+
+
+def test_an_office_file_that_unpacks_to_too_much_is_refused_unread(engines, tmp_path):
+    """Issue 17 #7: a 566 KB .docx holding 200 MB of XML took 1.37 GB and 82 s in python-docx. The
+    sizes its parts declare are checked first (zipfile never unpacks more than that)."""
+    from rag.ingest.loaders import sections_from_bytes
+
+    bomb = docx_bomb()
+    assert len(bomb) < 500_000
+    start = time.monotonic()
+    with pytest.raises(SourceError, match="compression bomb"):
+        sections_from_bytes(bomb, "bomb.docx", ".docx")
+    assert time.monotonic() - start < 5
+    folder = tmp_path / "docs"
+    write(folder, "bomb.docx", bomb)
+    write(folder, "mill.md", b"The Skarholm windmill was built in 1847 by Anders Lund.")
+    report = engines.ingestor.ingest([str(folder)], progress=False)
+    assert report.added == 1 and [e["source"] for e in report.errors] == ["bomb.docx"]
+    assert "compression bomb" in report.errors[0]["error"] and "\n" not in report.errors[0]["error"]
+
+
+def test_a_document_over_max_chars_is_refused_with_one_line(base_engines, tmp_path):
+    engines = engines_like(base_engines, tmp_path / "data", "documents.folder=null", "documents.max_chars=50000")
+    long = write(tmp_path / "in", "long.txt", ("The tide tables of Port Ellis. " * 2000).encode())
+    report = engines.ingestor.ingest([str(long)], progress=False)
+    assert report.added == 0 and len(report.errors) == 1
+    error = report.errors[0]["error"]
+    assert "61,999 characters" in error and "documents.max_chars" in error and "\n" not in error
+
+
+def test_text_without_separators_is_chunked_in_linear_time(base_engines):
+    """Issue 17 #7: 300 KB of text without separators took 108 s to index: the recursive splitter
+    fell back to single characters and asked the tokenizer about each one three times (about
+    900,000 calls). Now each distinct short piece is asked about once."""
+    from rag.ingest.chunking import chunk_sections, make_splitter
+    from rag.ingest.loaders import Section
+
+    text, count_tokens, calls = text_without_separators(), base_engines.embedder.count_tokens, [0]
+
+    def counting(piece: str) -> int:
+        calls[0] += 1
+        assert calls[0] <= 20_000, f"over 20,000 tokenizer calls for {len(text):,} characters"
+        return count_tokens(piece)
+
+    start = time.monotonic()
+    chunks = chunk_sections([Section(text)], "long.txt", make_splitter(counting, 200, 40))
+    assert time.monotonic() - start < 30
+    assert "".join(c.text for c in chunks if c.start == 0)[:50] == text[:50]
+    assert all(text[c.start:c.start + len(c.text)] == c.text for c in chunks)
+    assert max(c.start + len(c.text) for c in chunks) == len(text)
+    assert max(count_tokens(c.text) for c in chunks[:50]) <= 200

@@ -7,7 +7,7 @@ import pytest
 
 from rag.config import load_config
 from common.errors import BackendError
-from rag.models.placement import (EMBEDDER_GIB, WHISPER_GIB, GpuInfo, Plan, PlacementError, estimate_model_gib,
+from rag.models.placement import (EMBEDDER_GIB, WHISPER_GIB, GpuInfo, PlacementError, estimate_model_gib,
                            plan_placement)
 
 MISTRAL_7B = 7.24          # billion parameters (Mistral-7B-Instruct-v0.2)

@@ -78,7 +78,10 @@ def test_two_ingests_at_once_both_land(tmp_path):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
+    hosts: list[str] = []          # the Host header of every request served
+
     def do_GET(self):  # noqa: N802 - http.server's naming
+        self.hosts.append(self.headers.get("Host", ""))
         if self.path == "/redirect-inside":
             self.send_response(302)
             self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
@@ -104,7 +107,10 @@ def local_site():
 
 def test_url_guard_refuses_local_addresses(local_site):
     for url in (local_site + "/", "http://localhost/", "http://169.254.169.254/latest/meta-data/",
-                "http://10.0.0.1/", "http://[::1]/", "http://0.0.0.0/", "http://[::ffff:127.0.0.1]/"):
+                "http://10.0.0.1/", "http://[::1]/", "http://0.0.0.0/", "http://[::ffff:127.0.0.1]/",
+                # IPv4 inside IPv6: compatible, NAT64, 6to4 (loopback; the metadata service), Teredo
+                "http://[::127.0.0.1]/", "http://[64:ff9b::7f00:1]/", "http://[64:ff9b::a9fe:a9fe]/",
+                "http://[2002:7f00:1::1]/", "http://[2002:a9fe:a9fe::]/", "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/"):
         with pytest.raises(SourceError, match="refused"):
             check_url(url)
     for url in ("file:///etc/passwd", "ftp://example.org/x", "gopher://x", "javascript:alert(1)"):
@@ -134,24 +140,57 @@ def test_redirect_to_metadata_address_is_refused(local_site, monkeypatch):
 
     import httpx
     monkeypatch.setattr(socket, "getaddrinfo", fake_dns)
-    # The transport really connects to the loopback test site; only the guard sees the public name.
-    transport = httpx.HTTPTransport()
-    original = httpx.Client.__init__
+    # The network routes the public address to the loopback test site (the guard saw it public).
+    send = httpx.HTTPTransport.handle_request
 
-    def client_init(self, *a, **kw):
-        kw["transport"] = transport
-        original(self, *a, **kw)
-        self._base_url = httpx.URL("")
-
-    class Rewrite(httpx.HTTPTransport):
-        def handle_request(self, request):
+    def route(self, request):
+        if request.url.host == "93.184.215.14":
             request.url = request.url.copy_with(host="127.0.0.1")
-            return super().handle_request(request)
+        return send(self, request)
 
-    transport = Rewrite()
-    monkeypatch.setattr(httpx.Client, "__init__", client_init)
+    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", route)
+    _Handler.hosts.clear()
     with pytest.raises(SourceError, match="169.254.169.254"):
         fetch(f"http://docs.example.org:{port}/redirect-inside", timeout_s=5, max_bytes=10_000)
+    assert _Handler.hosts == [f"docs.example.org:{port}"]      # the first hop went, with its own Host
+
+
+def _rebinding_dns(monkeypatch, name: str, answers: list[str], port: int) -> list[str]:
+    """Resolve `name` to answers[0] at the first lookup, answers[1] at every later one (the other
+    names as usual); returns the list of lookups of `name` made."""
+    real, lookups = socket.getaddrinfo, []
+
+    def dns(host, *args, **kwargs):
+        if host != name:
+            return real(host, *args, **kwargs)
+        lookups.append(host)
+        address = answers[min(len(lookups), len(answers)) - 1]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    return lookups
+
+
+def test_dns_rebinding_cannot_reach_loopback(local_site, monkeypatch):
+    """Issue 17 #2: the guard looked the name up once (public: passed) and httpx again (loopback:
+    connected), so a rebinding name reached the loopback site. Now the checked address is the one
+    connected to: the public address does not answer here, and loopback is never asked."""
+    port = int(local_site.rsplit(":", 1)[1])
+    lookups = _rebinding_dns(monkeypatch, "rebind.example.org", ["93.184.215.14", "127.0.0.1"], port)
+    _Handler.hosts.clear()
+    with pytest.raises(SourceError, match="could not download|no answer"):
+        fetch(f"http://rebind.example.org:{port}/tides", timeout_s=2, max_bytes=10_000)
+    assert _Handler.hosts == [] and lookups == ["rebind.example.org"]
+
+
+def test_the_checked_address_is_connected_with_the_urls_host(local_site, monkeypatch):
+    """Pinning keeps the request the server expects: one lookup, the URL's Host header and URL."""
+    port = int(local_site.rsplit(":", 1)[1])
+    lookups = _rebinding_dns(monkeypatch, "tides.example.org", ["127.0.0.1", "10.255.255.1"], port)
+    _Handler.hosts.clear()
+    page = fetch(f"http://tides.example.org:{port}/tides", timeout_s=5, max_bytes=10_000, allow_private=True)
+    assert b"Port Ellis" in page.content and page.url == f"http://tides.example.org:{port}/tides"
+    assert _Handler.hosts == [f"tides.example.org:{port}"] and lookups == ["tides.example.org"]
 
 
 def test_question_limits(base_engines):
@@ -221,6 +260,12 @@ def test_url_guard_on_ipv4_literals(octets):
     url = f"http://{ip}/page"
     if ip.is_global and not ip.is_multicast and not ip.is_reserved:
         check_url(url)
-    else:
-        with pytest.raises(SourceError):
-            check_url(url)
+        check_url(f"http://[::ffff:{ip}]/page")
+        return
+    with pytest.raises(SourceError):
+        check_url(url)
+    # the same address inside IPv6: mapped, compatible, NAT64 (well-known and local prefixes), 6to4
+    six_to_four = "2002:{:02x}{:02x}:{:02x}{:02x}::1".format(*octets)
+    for form in (f"::ffff:{ip}", f"::{ip}", f"64:ff9b::{ip}", f"64:ff9b:1::{ip}", six_to_four):
+        with pytest.raises(SourceError, match="refused"):
+            check_url(f"http://[{form}]/page")

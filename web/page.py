@@ -11,13 +11,17 @@ import logging
 import os
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
 from common.errors import RagError, UserInputError, one_line
 from web.call import CHECK_MIC_JS, IDLE, PLAYER_JS, SYNC_MIC_JS, CallHandlers, end_call
 from web.chat import ChatHandlers, voice_choices, voice_value
 from web.documents import DocumentHandlers
+from web.fairness import limit_per_client
+from web.guard import HostGuard
 from web.login import LoginThrottle
+from web.upload_limit import UploadLimit
 from web.uploads import recover_uploads
 from web.render import SOURCES_EMPTY, profile_markdown
 
@@ -92,7 +96,7 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
     if tts_on and engines.loaded("synthesizer"):
         synth_name = getattr(engines.synthesizer, "name", None)
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(900, 3600)) as demo:
         session = gr.BrowserState("", storage_key="voice-rag-session", secret=_browser_key(cfg))
         call_state = gr.State(None, delete_callback=end_call)     # this tab's call; ended when the tab goes
         gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="rag-header")
@@ -249,6 +253,7 @@ def launch(engines, host: str | None = None, port: int | None = None, block: boo
     recover_uploads(engines.ingestor, engines.index.catalog, (cfg.data_path / "uploads").resolve())
     demo = build_page(engines, transcriber_error)
     demo.queue(default_concurrency_limit=cfg.server.concurrency_limit, max_size=cfg.server.max_queue)
+    limit_per_client(demo, "ask", cfg.server.max_queue_per_client)
     auth = auth_pair(cfg)
     host = host or cfg.server.host
     port = port or cfg.server.port
@@ -256,13 +261,20 @@ def launch(engines, host: str | None = None, port: int | None = None, block: boo
         log.warning("serving on %s without a login: anyone who can reach this port can read your documents; "
                     "set RAG_USERNAME and RAG_PASSWORD", host)
     theme = gr.themes.Soft(primary_hue="blue", neutral_hue="slate")
+    docs = cfg.documents
+    middleware = [Middleware(HostGuard, allowed_hosts=cfg.server.allowed_hosts, bind_host=host),
+                  Middleware(UploadLimit, max_files=docs.max_upload_files, cache_dir=get_upload_folder(),
+                             max_bytes=int(docs.max_upload_files * docs.max_file_mb * 1e6) + 1_000_000,
+                             max_cache_bytes=int(cfg.server.upload_cache_mb * 1e6))]
+    if auth:
+        middleware.append(Middleware(LoginThrottle))
     try:
         _, url, _ = demo.launch(
             server_name=host, server_port=port, auth=auth, auth_message=f"{TITLE}: please log in.",
             prevent_thread_lock=not block, quiet=not block, show_error=False,
             max_file_size=int(cfg.documents.max_file_mb * 1e6), footer_links=["api"], theme=theme, css=CSS,
             ssr_mode=False, mcp_server=False, allowed_paths=[], pwa=False, head=PLAYER_JS,
-            app_kwargs={"middleware": [Middleware(LoginThrottle)]} if auth else None)
+            app_kwargs={"middleware": middleware})
     except OSError as err:     # port taken, address not on this host: one line from the CLI, no traceback
         detail = " ".join(str(err).split())[:200]
         raise UserInputError(f"cannot serve on {host}:{port} ({detail}); pass --port with a free port "

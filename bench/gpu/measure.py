@@ -162,7 +162,7 @@ def cmd_llm(args) -> None:
     import torch
 
     from bench.common import Eval
-    from bench.generation import QUESTION, bandwidth_fraction, gpu_bandwidth_bytes_per_s, measure, model_bytes, \
+    from bench.generation import bandwidth_fraction, gpu_bandwidth_bytes_per_s, measure, model_bytes, \
         prompts, uses_cuda
     from rag.config import LLMConfig
     from rag.models.llm_hf import TransformersModel

@@ -197,6 +197,10 @@ class Ingestor:
             self.index.catalog.touch(uri, mtime_ns)     # touched, not changed
             report.unchanged += 1
             return
+        chars, limit = sum(len(s.text) for s in sections), self.cfg.documents.max_chars
+        if chars > limit:
+            raise SourceError(f"{source}: {chars:,} characters of text, over the {limit:,} a document may have "
+                              "(documents.max_chars); split it or raise the limit")
         chunks = reading(source, lambda: chunk_sections(sections, source, self.splitter))
         if not chunks:
             raise SourceError(f"{source}: no text to index")

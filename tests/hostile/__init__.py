@@ -6,6 +6,9 @@ returns its path) and documents the trick.
 """
 from __future__ import annotations
 
+import io
+import random
+import zipfile
 import zlib
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +47,31 @@ def brotli_bomb(expanded_mb: int = 100) -> bytes:
 
     packer, block = brotli.Compressor(quality=5), bytes(1 << 20)
     return b"".join(packer.process(block) for _ in range(expanded_mb)) + packer.finish()
+
+
+@lru_cache(maxsize=2)
+def docx_bomb(expanded_mb: int = 40) -> bytes:
+    """A real .docx (made by python-docx) whose word/document.xml is `expanded_mb` MB of the same
+    paragraph, deflated to about 1/300 of that (the review's: 566 KB holding 200 MB of XML)."""
+    from doc_helpers import write_docx_bytes
+
+    small = zipfile.ZipFile(io.BytesIO(write_docx_bytes("Orchard", ["The orchard keeps eleven beehives."])))
+    paragraph = b"<w:p><w:r><w:t>The orchard keeps eleven beehives.</w:t></w:r></w:p>"
+    xml = small.read("word/document.xml")
+    head, tail = xml.split(b"<w:body>", 1)
+    body = head + b"<w:body>" + paragraph * (expanded_mb * 1_000_000 // len(paragraph)) + tail
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as bomb:
+        for item in small.infolist():
+            bomb.writestr(item.filename, body if item.filename == "word/document.xml" else small.read(item))
+    return out.getvalue()
+
+
+def text_without_separators(chars: int = 300_000, seed: int = 17) -> str:
+    """Letters and digits with no space, newline or punctuation: the recursive splitter's worst case
+    (it falls back to single characters)."""
+    rng = random.Random(seed)
+    return "".join(rng.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=chars))
 
 
 def write(folder: Path, name: str, data: bytes) -> Path:
