@@ -104,6 +104,28 @@ def test_the_upload_route_keeps_no_more_than_the_limits(web_server):
     assert answer.startswith("HTTP/1.1 413"), answer[:200]
 
 
+def test_uploads_stop_while_the_cache_holds_upload_cache_mb(web_server, tmp_path):
+    """#11, across requests: many small uploads, each within the limits, kept filling the disk. While
+    Gradio's cache folder holds server.upload_cache_mb, uploads are refused (507); the page goes on."""
+    from gradio.utils import get_upload_folder
+    from tests.web_fixtures import _launch
+    from web.upload_limit import folder_bytes
+
+    room = folder_bytes(Path(get_upload_folder())) + 50_000          # what is there, and 50 KB more
+    demo, url, _ = _launch(["documents.folder=null", f"server.upload_cache_mb={room / 1e6}"], tmp_path / "data",
+                           share_models_with=web_server.engines)
+    try:
+        marker = uuid.uuid4().hex.encode()
+        files = [("files", (f"part-{i}.md", marker + bytes(20_000) + str(i).encode(), "text/markdown"))
+                 for i in range(3)]
+        first = httpx.post(url + "gradio_api/upload", files=files, timeout=60)       # 60 KB: past the room
+        assert first.status_code == 200 and len(first.json()) == 3
+        refused = httpx.post(url + "gradio_api/upload", files=files[:1], timeout=60)
+        assert refused.status_code == 507 and "upload_cache_mb" in refused.json()["detail"]
+        assert httpx.get(url, timeout=30).status_code == 200
+    finally:
+        demo.close()
+
 def _call_private_event(server, trigger: str, inputs_like: str, data: list) -> list:
     """Call one of the page's private events by its fn_index, as any client can (POST queue/join and
     read the event stream, or run/predict for an event that is not queued): the first event fired by `trigger` whose only input is a component
