@@ -14,7 +14,6 @@ import logging
 import sqlite3
 import threading
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,10 +42,6 @@ PG_SCHEMA = (
     "CREATE INDEX IF NOT EXISTS messages_session ON messages(session, id)",
 )
 PG_SCHEMA_LOCK = 0x7261675F68697374   # advisory lock id: replicas starting together create the table once
-
-
-def new_session_id() -> str:
-    return uuid.uuid4().hex
 
 
 def _rows_to_messages(rows) -> list[dict]:

@@ -102,3 +102,78 @@ def test_the_upload_route_keeps_no_more_than_the_limits(web_server):
                     f"form-data; boundary=b\r\nContent-Length: {declared}\r\n\r\n".encode())
         answer = raw.recv(4096).decode("latin-1")
     assert answer.startswith("HTTP/1.1 413"), answer[:200]
+
+
+def test_uploads_stop_while_the_cache_holds_upload_cache_mb(web_server, tmp_path):
+    """#11, across requests: many small uploads, each within the limits, kept filling the disk. While
+    Gradio's cache folder holds server.upload_cache_mb, uploads are refused (507); the page goes on."""
+    from gradio.utils import get_upload_folder
+    from tests.web_fixtures import _launch
+    from web.upload_limit import folder_bytes
+
+    room = folder_bytes(Path(get_upload_folder())) + 50_000          # what is there, and 50 KB more
+    demo, url, _ = _launch(["documents.folder=null", f"server.upload_cache_mb={room / 1e6}"], tmp_path / "data",
+                           share_models_with=web_server.engines)
+    try:
+        marker = uuid.uuid4().hex.encode()
+        files = [("files", (f"part-{i}.md", marker + bytes(20_000) + str(i).encode(), "text/markdown"))
+                 for i in range(3)]
+        first = httpx.post(url + "gradio_api/upload", files=files, timeout=60)       # 60 KB: past the room
+        assert first.status_code == 200 and len(first.json()) == 3
+        refused = httpx.post(url + "gradio_api/upload", files=files[:1], timeout=60)
+        assert refused.status_code == 507 and "upload_cache_mb" in refused.json()["detail"]
+        assert httpx.get(url, timeout=30).status_code == 200
+    finally:
+        demo.close()
+
+def _call_private_event(server, trigger: str, inputs_like: str, data: list) -> list:
+    """Call one of the page's private events by its fn_index, as any client can (POST queue/join and
+    read the event stream, or run/predict for an event that is not queued): the first event fired by `trigger` whose only input is a component
+    of type `inputs_like`. Returns its output data."""
+    import json
+
+    config = httpx.get(server.url + "config", timeout=30).json()
+    kinds = {c["id"]: c.get("type") for c in config["components"]}
+    fn = next(d for d in config["dependencies"] if any(t[1] == trigger for t in d["targets"])
+              and [kinds[i] for i in d["inputs"]] == [inputs_like])
+    session_hash = uuid.uuid4().hex
+    if fn.get("queue") is False:              # answered in the request itself
+        answered = httpx.post(server.url + "gradio_api/run/predict", timeout=30,
+                              json={"fn_index": fn["id"], "data": data, "session_hash": session_hash})
+        assert answered.status_code == 200, answered.text
+        return answered.json()["data"]
+    joined = httpx.post(server.url + "gradio_api/queue/join", timeout=30,
+                        json={"fn_index": fn["id"], "data": data, "session_hash": session_hash})
+    assert joined.status_code == 200, joined.text
+    with httpx.stream("GET", server.url + "gradio_api/queue/data", params={"session_hash": session_hash},
+                      timeout=60) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    assert message.get("success"), message
+                    return message["output"]["data"]
+    raise AssertionError("the event never completed")
+
+
+def test_an_api_session_cannot_be_read_or_cleared_through_the_page(web_server):
+    """#5: the page's restore and clear events trusted any session id the client sent, and private
+    events are callable by fn_index, so a client that knew or guessed an /ask session id ("my-session")
+    read or deleted that chat. Now the page's events take only ids the server issued to a page."""
+    history = web_server.engines.history
+    history.add_exchange("my-session", "What is the safe's code?", "The code is 4711.")
+    restored = _call_private_event(web_server, "load", "browserstate", ["my-session"])       # restore
+    assert "4711" not in json_text(restored)
+    _call_private_event(web_server, "click", "browserstate", ["my-session"])                 # New chat
+    assert [m["content"] for m in history.history("my-session")] == ["What is the safe's code?", "The code is 4711."]
+    from web.chat import PAGE_SESSION_RE, ChatHandlers
+
+    chat = ChatHandlers(web_server.engines)         # a page's ids: issued here, 128 random bits
+    issued = {chat.session_of("my-session") for _ in range(100)}
+    assert len(issued) == 100 and all(PAGE_SESSION_RE.match(i) and i.startswith("page-") for i in issued)
+
+
+def json_text(value) -> str:
+    import json
+
+    return json.dumps(value)

@@ -9,6 +9,7 @@ API), never as an exception object in the chat; the server stays up. Chat histor
 # describe the endpoint (two outputs, typed), and string annotations would hide that.
 import logging
 import re
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -17,12 +18,19 @@ import gradio as gr
 
 from common.errors import AudioError, RagError, UserInputError, one_line
 from rag.events import AudioChunk, Done, Failed, Notice, Queued, Retrieved, TextDelta
-from rag.history import new_session_id
 from rag.pipeline import AskOptions
 from web.render import SOURCES_EMPTY, SOURCES_SEARCHING, chat_markdown, sources_html, sources_json
 
 log = logging.getLogger(__name__)
-SESSION_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+SESSION_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")     # an /ask session id (chosen by the client)
+# A page's session id is issued here (new_page_session: 128 random bits), and the page's events take
+# no other: an /ask session id ("my-session") cannot be read or cleared through the page's events,
+# which any client can call. Ids issued before this change (uuid4 hex, no prefix) still restore.
+PAGE_SESSION_RE = re.compile(r"^(page-)?[0-9a-f]{32}$")
+
+
+def new_page_session() -> str:
+    return "page-" + secrets.token_hex(16)
 SEARCHING = "_Searching your documents…_"
 LISTENING = "_Transcribing your recording…_"
 
@@ -105,8 +113,8 @@ class ChatHandlers:
     # -- sessions --------------------------------------------------------------------------------
     @staticmethod
     def session_of(value) -> str:
-        """The browser's stored session id if it looks like one, else a fresh one."""
-        return value if isinstance(value, str) and SESSION_RE.match(value) else new_session_id()
+        """The browser's stored session id if the server issued it to a page, else a fresh one."""
+        return value if isinstance(value, str) and PAGE_SESSION_RE.match(value) else new_page_session()
 
     def restore(self, session):
         """Page load: the session's chat and the last answer's sources, from the history store.
@@ -114,7 +122,7 @@ class ChatHandlers:
         A browser with no session yet keeps none here: the first question makes it. Making one here
         too raced with a question asked while the page was still loading (two ids, and the follow-up
         went to the one without the first exchange)."""
-        if not (isinstance(session, str) and SESSION_RE.match(session)):
+        if not (isinstance(session, str) and PAGE_SESSION_RE.match(session)):
             return gr.skip(), [], SOURCES_EMPTY
         chat, sources = [], None
         for m in self.engines.history.messages(session):

@@ -260,6 +260,9 @@ def launch(engines, host: str | None = None, port: int | None = None, block: boo
     if host not in ("127.0.0.1", "localhost", "::1") and auth is None:
         log.warning("serving on %s without a login: anyone who can reach this port can read your documents; "
                     "set RAG_USERNAME and RAG_PASSWORD", host)
+    if host in ("0.0.0.0", "::") and not cfg.server.allowed_hosts:
+        log.warning("serving on %s, but only loopback names are accepted in the Host header: list the names "
+                    "clients use in server.allowed_hosts", host)
     theme = gr.themes.Soft(primary_hue="blue", neutral_hue="slate")
     docs = cfg.documents
     middleware = [Middleware(HostGuard, allowed_hosts=cfg.server.allowed_hosts, bind_host=host),
