@@ -381,12 +381,8 @@ def forget_prompt_cache(llm) -> None:
     question clear it first, so both pay the same prompt cost."""
     inner = getattr(llm, "llm", None)
     if hasattr(inner, "reset"):
-        for _ in llm.gate.wait():     # never under a request that is using the model (a call's read-ahead)
-            pass
-        try:
+        with llm.gate.held():         # never under a request that is using the model (a call's read-ahead)
             inner.reset()
-        finally:
-            llm.gate.leave()
 
 
 def answerable(questions: list[dict], ev: Eval, docs: set[str] | None = None) -> list[dict]:

@@ -168,12 +168,8 @@ class Call:
         self._transcribe(noise)                 # Whisper hears nothing in it, or a word: either is fine
         self.detector.vad(noise)
         llm = self.engines.llm
-        for _ in llm.gate.wait():               # the model is shared: never beside another request
-            pass
-        try:
+        with llm.gate.held():                   # the model is shared: never beside another request
             llm.complete([{"role": "user", "content": "Say OK."}], GenerationSettings(2, 0.0))
-        finally:
-            llm.gate.leave()
         if self.speak and self.pipeline.synthesizer is not None:
             self.pipeline.synthesizer.synthesize("Ready.")
         self.detector = TurnDetector(self.detector.options)   # a fresh VAD state for the real audio

@@ -14,7 +14,9 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from rag.config import LLMConfig
@@ -102,6 +104,16 @@ class Gate:
                 return True
             return False
 
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """The model for a short job of one's own (a warm-up, a cache reset): waits its turn, then leaves."""
+        for _ in self.wait():
+            pass
+        try:
+            yield
+        finally:
+            self.leave()
+
     def leave(self) -> None:
         with self._cond:
             self._busy -= 1
@@ -170,7 +182,7 @@ class LlamaCppModel(ChatModel):
     def prefill(self, messages, upto):
         """llama.cpp keeps the KV state of the last prompt and reuses its longest common prefix on the
         next request (Llama.generate); this evaluates the new prompt's prefix into that state now."""
-        formatted = self._formatter()(messages=messages)
+        formatted = self._formatter(messages=messages)
         cut = formatted.prompt.rfind(upto)
         if cut < 0:
             return 0
@@ -183,9 +195,11 @@ class LlamaCppModel(ChatModel):
             self.llm.n_tokens = common
         else:
             self.llm.reset()
-        self.llm.eval(tokens[self.llm.n_tokens:])
-        return len(tokens) - common
+        read = tokens[self.llm.n_tokens:]
+        self.llm.eval(read)
+        return len(read)
 
+    @cached_property
     def _formatter(self):
         """The chat template llama-cpp-python formats this model's prompts with (its 'chat_template.default')."""
         from llama_cpp import llama_chat_format
