@@ -299,8 +299,11 @@ class Call:
             spec.hold.release()
             return
         self._drop_speculation()
-        if self._worker_alive():
+        # A whole turn spoken while the answer was still being written or played cuts it short, even
+        # when its start fell inside the echo guard and so did not stop it at once.
+        if self._worker_alive() or (self._current is not None and self.now() < self._play_end):
             self._barge_in(turn.start_s)
+        if self._worker_alive():
             self._worker.join()
         self._finish_played(float("inf"))       # the previous answer is over (played, or cut short)
         if turn.cut:
@@ -433,8 +436,8 @@ def play_recording(call: Call, samples: np.ndarray, clock: SkippingClock, realti
     for i in range(0, samples.size, step):
         chunk_end = (i + step) / 16000
         if realtime or call.busy():
-            while clock() < chunk_end:
-                time.sleep(min(0.02, chunk_end - clock()))
+            while (ahead := chunk_end - clock()) > 0:     # the clock may pass chunk_end in between
+                time.sleep(min(0.02, ahead))
         else:
             clock.skip_to(chunk_end)
         call.feed(samples[i:i + step])
