@@ -224,6 +224,10 @@ _CITATIONS = r"(?:\[\d+(?:\s*[,;–-]\s*\d+)*\])+"
 _SUBS = [
     (re.compile(r"```[^\n]*"), " "),                                   # code fences (their language tag too)
     (re.compile(r"!?\[([^\]\n]*)\]\([^)\s]*\)"), r"\1"),                # [text](url), ![alt](src) -> text
+    # A source label copied from the prompt ("[1] (solar-garden.md, paragraph 3)"): a small model
+    # sometimes repeats it, and a file name read aloud is noise. Only parentheses naming a file go.
+    (re.compile(r"\s*(?:" + _CITATIONS + r")?\s*\([^()\n]*?\b[\w.-]+\.(?:txt|md|markdown|pdf|html?|docx)\b[^()\n]*\)"),
+     " "),
     (re.compile(r"\s*" + _CITATIONS), " "),                             # [1] [1][3] [1, 2] [2-4]
     (re.compile(r"(?m)^\s{0,3}#{1,6}\s+"), ""),                        # # headings
     (re.compile(r"(?m)^\s*>\s?"), ""),                                  # > quotes

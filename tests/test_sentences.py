@@ -134,6 +134,10 @@ def test_every_single_cut_point_gives_the_same_sentences(text):
     ("  lots   of\n\n  space  ", "lots of space"),
     ("> quoted text", "quoted text"),
     ("[1]", ""),
+    ("[1] (solar-garden.md, paragraph 3) It opened in 2017.", "It opened in 2017."),
+    ("It opened in 2017 (solar-garden.md).", "It opened in 2017."),
+    ("Read the report (report.pdf, page 2) today.", "Read the report today."),
+    ("It opened (in 2017) with 40 plots.", "It opened (in 2017) with 40 plots."),
 ])
 def test_speakable(text, expected):
     assert speakable(text) == expected
