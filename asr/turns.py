@@ -11,11 +11,16 @@ events on the audio's own clock (seconds since the first sample fed):
 - `Resumed`: speech again after a `Paused`, before the turn ended (the pause was inside the sentence);
 - `TurnEnded`: `end_silence_s` of silence after speech, or the turn reached `max_turn_s` (`cut`).
 
+With a turn-end model (asr/turn_end.py: audio -> probability the speaker has finished), each pause
+asks it once: a turn it calls finished ends at the pause (`pause_s` of silence), one it calls
+unfinished waits for `incomplete_silence_s` of silence instead of `end_silence_s`.
+
 Nothing here knows about Gradio, the pipeline, or threads: the page, `app.py converse` and the tests
 feed it the same way.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +39,8 @@ class TurnOptions:
     end_silence_s: float = 0.6      # ...and that ends the turn
     pad_s: float = 0.2              # audio kept before the speech start and after its end
     max_turn_s: float = 900.0       # a longer monologue is cut here (asr.max_audio_s)
+    complete_threshold: float = 0.5     # with a turn-end model: this probability or more ends the turn...
+    incomplete_silence_s: float = 1.5   # ...and below it, the turn waits for this much silence
 
 
 @dataclass(frozen=True)
@@ -94,9 +101,13 @@ class SileroVAD:
 class TurnDetector:
     """Feed audio, get turn events. `vad` maps samples to one probability per WINDOW samples."""
 
-    def __init__(self, options: TurnOptions = TurnOptions(), vad=None):
+    def __init__(self, options: TurnOptions = TurnOptions(), vad=None,
+                 turn_end: Callable[[np.ndarray], float] | None = None):
         self.options = options
         self.vad = vad if vad is not None else SileroVAD()
+        self.turn_end = turn_end
+        self.completions: list[tuple[float, float]] = []   # (pause start, probability finished), for measuring
+        self._unfinished = False               # the turn-end model said the current pause is inside the turn
         self._fed = 0                          # samples fed so far: the clock
         self._windows = 0                      # VAD windows decided so far
         self._buffer = np.zeros(0, np.float32)  # audio from `_buffer_start` on
@@ -178,18 +189,28 @@ class TurnDetector:
                 return [self._end(w + 1, cut=True)]
             return []
         if self._run >= min_windows or (speech and not self._pause_told):   # speech again
-            told, self._paused_at = self._pause_told, None
+            told, self._paused_at, self._unfinished = self._pause_told, None, False
             return [Resumed(self._secs(self._run_start))] if told else []
         silent = self._secs(w + 1 - self._paused_at)
-        if self._run == 0 and silent >= o.end_silence_s:
+        end_silence = max(o.end_silence_s, o.incomplete_silence_s) if self._unfinished else o.end_silence_s
+        if self._run == 0 and silent >= end_silence:
             return [self._end(self._paused_at)]
         if self._run == 0 and silent >= o.pause_s and not self._pause_told:
             self._pause_told = True
-            return [Paused(self._secs(self._paused_at), self._audio(self._turn_start, self._paused_at))]
+            paused = Paused(self._secs(self._paused_at), self._audio(self._turn_start, self._paused_at))
+            if self.turn_end is None:
+                return [paused]
+            # What the model hears ends in the silence so far, as it was trained (speech, then a short stop).
+            done = self.turn_end(self._audio(self._turn_start, w + 1))
+            self.completions.append((paused.at_s, done))
+            if done >= o.complete_threshold:
+                return [paused, self._end(self._paused_at)]
+            self._unfinished = True
+            return [paused]
         return []
 
     def _end(self, end_window: int, cut: bool = False) -> TurnEnded:
         event = TurnEnded(self._secs(self._turn_start), self._secs(end_window),
                           self._audio(self._turn_start, end_window), cut)
-        self._speaking, self._paused_at, self._run = False, None, 0
+        self._speaking, self._paused_at, self._run, self._unfinished = False, None, 0, False
         return event

@@ -148,8 +148,16 @@ def run(ctx: Context) -> Section:
     section.notes.append(target("ours faster than the seed at p50", p50s / p50o, 1.0, True, "×"))
     section.figures.update(seed_p50=p50s, seed_p95=p95s, ours_p50=p50o, ours_p95=p95o)
     call_table, barge_table, figures = call_rows(eng, [q["question"] for q in questions], folder)
-    section.tables += [call_table, barge_table]
-    section.figures.update(figures)
+    from hibari import Hibari
+
+    turn_table, turn_figures = turn_end_rows(eng, [q["question"] for q in questions], folder)
+    hibari_table, _ = turn_end_rows(eng, [q["question"] for q in questions], folder, voice=Hibari())
+    section.tables += [call_table, barge_table, turn_table, hibari_table]
+    section.figures.update(figures, **turn_figures)
+    section.notes.append("Smart Turn v3.2 is off by default (call.smart_turn): it ends finished turns about 0.4 s "
+                         "sooner, but on these voices it calls most questions cut mid-way finished too, so a pause "
+                         "that silence alone would have waited out ends the turn; and the first audio it saves is "
+                         "small, because the answer already starts in the pause (speculation).")
     section.notes.append(target("call mode: end of speech -> first audio p50", figures["call_first_audio_p50"], 1.0,
                                 False, " s"))
     section.notes.append(target("call mode: end of speech -> first audio p95", figures["call_first_audio_p95"], 1.6,
@@ -198,15 +206,19 @@ def _run(eng, samples: np.ndarray, **options):
 
 
 def call_rows(eng, questions: list[str], folder: Path) -> tuple[Table, Table, dict]:
-    warm, _ = _call(eng)
-    warm.warm_up()
-    warm.end()
-    first = {name: [] for name, _ in VARIANTS}
+    on = eng.cfg.call.smart_turn
+    variants = VARIANTS + [("without Smart Turn" if on else "with Smart Turn (turn ends at the pause when it says done)",
+                            {"smart_turn": not on})]
+    for smart in (False, True):          # load (and warm) both turn-taking setups before the clock starts
+        warm, _ = _call(eng, smart_turn=smart)
+        warm.warm_up()
+        warm.end()
+    first = {name: [] for name, _ in variants}
     stages, barge, thinking = [], [], 0
     for i, question in enumerate(questions):
         talk = conversation([0.5, question, 6.0], folder / f"call{i:03d}.wav")
         end = talk.speech[0][1]
-        order = VARIANTS if i % 2 == 0 else VARIANTS[::-1]     # load changes hit every variant alike
+        order = variants if i % 2 == 0 else variants[::-1]     # load changes hit every variant alike
         timings = {}
         for name, options in order:
             records = _run(eng, talk.samples, **options)
@@ -229,13 +241,14 @@ def call_rows(eng, questions: list[str], folder: Path) -> tuple[Table, Table, di
                 else:
                     thinking += 1
         print(f"  call q{i + 1}: first audio " + ", ".join(f"{timings[n]['first_audio_s'] - end:.2f}"
-                                                           if n in timings else "-" for n, _ in VARIANTS)
+                                                           if n in timings else "-" for n, _ in variants)
               + f" s after the end of speech ({load_now()})", flush=True)
     main = first[VARIANTS[0][0]]
     table = Table(f"Call mode: end of the user's speech -> first answer audio over {len(main)} spoken questions "
-                  f"(turn end after {eng.cfg.call.end_silence_s:g} s of silence, included; the variants in turns)",
+                  f"(turn end after {eng.cfg.call.end_silence_s:g} s of silence"
+                  f"{', or at the pause when Smart Turn says done' if on else ''}, included; the variants in turns)",
                   ["call mode", "p50 s", "p95 s"])
-    for name, _ in VARIANTS:
+    for name, _ in variants:
         table.add(name, pct(first[name], 50), pct(first[name], 95))
     for name in ("turn end", "transcript", "first token", "first audio"):
         values = [s[name] for s in stages]
@@ -249,6 +262,63 @@ def call_rows(eng, questions: list[str], folder: Path) -> tuple[Table, Table, di
     figures = {"call_first_audio_p50": pct(main, 50), "call_first_audio_p95": pct(main, 95),
                "barge_in_p50": pct(barge, 50) if barge else None, "listening_cpu": cpu}
     return table, other, figures
+
+
+# Turn ends with and without Smart Turn, on the same spoken questions (espeak-ng, as above), fed
+# through the turn detector alone (no answers): how long after the speech a finished question's turn
+# ends, and how often a pause in the middle of a question (cut at its quietest 60 ms between 35 % and
+# 65 % of the way, so the words around it keep their mid-sentence prosody) is wrongly taken as the end.
+def turn_end_rows(eng, questions: list[str], folder: Path, pauses=(0.3, 0.5, 1.0), voice=None) -> tuple[Table, dict]:
+    """`voice`: a loaded hibari.Hibari to speak the questions; espeak-ng when None."""
+    from asr.turns import TurnDetector, TurnEnded, TurnOptions
+    cfg = eng.cfg.call
+    options = TurnOptions(threshold=cfg.vad_threshold, min_speech_s=cfg.min_speech_s, end_silence_s=cfg.end_silence_s,
+                          incomplete_silence_s=cfg.incomplete_silence_s)
+    setups = {"VAD only": None, "Smart Turn": eng.turn_end.complete}
+
+    def silence(seconds):
+        return np.zeros(int(seconds * 16000), np.float32)
+
+    def turns(samples, turn_end):
+        detector, ends = TurnDetector(options, turn_end=turn_end), []
+        for i in range(0, samples.size, 4000):
+            ends += [detector.now_s for e in detector.feed(samples[i:i + 4000]) if isinstance(e, TurnEnded)]
+        return ends, detector.completions
+
+    delay = {name: [] for name in setups}
+    whole = {(name, p): 0 for name in setups for p in pauses}
+    probe_ms = []
+    for i, question in enumerate(questions):
+        audio = conversation([question], folder / f"turn{i:03d}.wav", voice).samples
+        loud = np.flatnonzero(np.abs(audio) > 0.01)
+        audio = audio[loud[0]:loud[-1] + 1]
+        for name, turn_end in setups.items():
+            t0 = time.perf_counter()
+            ends, asked = turns(np.concatenate([silence(0.5), audio, silence(3.0)]), turn_end)
+            if asked:
+                probe_ms.append(1000 * (time.perf_counter() - t0) / len(asked))
+            if ends:
+                delay[name].append(ends[0] - (0.5 + audio.size / 16000))
+        level = np.convolve(np.abs(audio), np.ones(960) / 960, mode="same")
+        lo, hi = int(audio.size * 0.35), int(audio.size * 0.65)
+        gap = lo + int(np.argmin(level[lo:hi]))
+        for p in pauses:
+            split = np.concatenate([silence(0.5), audio[:gap], silence(p), audio[gap:], silence(3.0)])
+            for name, turn_end in setups.items():
+                whole[(name, p)] += len(turns(split, turn_end)[0]) == 1
+    n = len(questions)
+    table = Table(f"Turn ends over {n} questions spoken by {'hibari-tts' if voice else 'espeak-ng'}, turn detector alone (end_silence_s {cfg.end_silence_s:g}, "
+                  f"Smart Turn: ends at the pause when it says done, else waits {cfg.incomplete_silence_s:g} s)",
+                  ["measure"] + list(setups))
+    table.add("finished question: speech end -> turn end, p50 s", *(pct(delay[k], 50) for k in setups))
+    table.add("finished question: speech end -> turn end, p95 s", *(pct(delay[k], 95) for k in setups))
+    for p in pauses:
+        table.add(f"question with a {p:g} s pause in the middle kept as one turn",
+                  *(f"{whole[(k, p)]} / {n}" for k in setups))
+    table.add("Smart Turn run time per pause (incl. VAD of the clip), p50 ms", None, pct(probe_ms, 50) if probe_ms else None)
+    figures = {"turn_end_vad_p50": pct(delay["VAD only"], 50), "turn_end_smart_p50": pct(delay["Smart Turn"], 50),
+               **{f"kept_whole_{k.split()[0].lower()}_{p:g}": whole[(k, p)] / n for k in setups for p in pauses}}
+    return table, figures
 
 
 def listening_cpu(eng, seconds: float = 20.0) -> float:

@@ -124,7 +124,7 @@ class SkippingClock:
 class Call:
     def __init__(self, engines, now: Callable[[], float], *, session: str | None = None, speak: bool = True,
                  synthesizer=None, partial_every_s: float | None = None, read_ahead: bool | None = None,
-                 speculate_after_s: float | None = None):
+                 speculate_after_s: float | None = None, smart_turn: bool | None = None):
         cfg = engines.cfg
         self.cfg = cfg.call
         self.engines = engines
@@ -133,9 +133,12 @@ class Call:
         self.speak = speak and cfg.tts.enabled
         self.pipeline = engines.pipeline(speak=self.speak, synthesizer=synthesizer)
         self.transcriber = engines.transcriber
+        smart_turn = self.cfg.smart_turn if smart_turn is None else smart_turn
         self.detector = TurnDetector(TurnOptions(
             threshold=self.cfg.vad_threshold, min_speech_s=self.cfg.min_speech_s,
-            end_silence_s=self.cfg.end_silence_s, max_turn_s=cfg.asr.max_audio_s))
+            end_silence_s=self.cfg.end_silence_s, max_turn_s=cfg.asr.max_audio_s,
+            incomplete_silence_s=self.cfg.incomplete_silence_s),
+            turn_end=engines.turn_end.complete if smart_turn else None)
         self.partial_every_s = self.cfg.partial_every_s if partial_every_s is None else partial_every_s
         self.read_ahead = self.cfg.read_ahead if read_ahead is None else read_ahead
         self.speculate_after_s = self.cfg.speculate_after_s if speculate_after_s is None else speculate_after_s
@@ -172,7 +175,9 @@ class Call:
             llm.complete([{"role": "user", "content": "Say OK."}], GenerationSettings(2, 0.0))
         if self.speak and self.pipeline.synthesizer is not None:
             self.pipeline.synthesizer.synthesize("Ready.")
-        self.detector = TurnDetector(self.detector.options)   # a fresh VAD state for the real audio
+        if self.detector.turn_end is not None:
+            self.detector.turn_end(noise)
+        self.detector = TurnDetector(self.detector.options, turn_end=self.detector.turn_end)   # fresh VAD state
 
     # -- audio in --------------------------------------------------------------------------------
     def feed(self, samples: np.ndarray) -> None:

@@ -130,6 +130,10 @@ class PromptConfig(Section):
 class CallConfig(Section):
     """Hands-free spoken conversation (the page's Talk button, `app.py converse`; rag/call.py)."""
     end_silence_s: float = Field(0.6, ge=0.1, le=5)    # silence after speech that ends the user's turn
+    # Smart Turn v3.2 (asr/turn_end.py) asked at each pause: "finished" ends the turn then, "unfinished"
+    # waits for incomplete_silence_s of silence instead of end_silence_s.
+    smart_turn: bool = False
+    incomplete_silence_s: float = Field(1.5, ge=0.1, le=10)
     min_speech_s: float = Field(0.25, ge=0.05, le=2)   # shorter sounds never start a turn (or a barge-in)
     vad_threshold: float = Field(0.5, gt=0, lt=1)      # Silero VAD speech probability
     echo_guard_s: float = Field(0.3, ge=0, le=5)       # speech this soon after our voice starts is not a barge-in

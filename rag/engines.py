@@ -25,7 +25,8 @@ class Engines:
         self._voices_lock = threading.Lock()
         self._voices: dict[tuple, object] = {}
 
-    MODELS = {"embedder": "embeddings", "llm": "llm", "synthesizer": "tts", "transcriber": "asr"}  # -> config section
+    MODELS = {"embedder": "embeddings", "llm": "llm", "synthesizer": "tts", "transcriber": "asr",
+              "turn_end": "call"}  # -> config section
 
     def loaded(self, name: str) -> bool:
         """Whether `name` (an engine property) is already built; asking never loads it."""
@@ -97,6 +98,14 @@ class Engines:
 
         cfg = self.placed.llm
         return self._load(f"chat model ({cfg.backend})", lambda: load_chat_model(cfg, self.cache_dir, self.placement))
+
+    @cached_property
+    def turn_end(self):
+        """Smart Turn v3.2 (call.smart_turn): is the speaker done? Loaded on the first call that uses it."""
+        from asr.turn_end import SmartTurn
+        from common.shipped import resolve
+
+        return self._load("turn-end model", lambda: SmartTurn(resolve("shipped:smart-turn-v3.2", self.cache_dir)))
 
     @cached_property
     def synthesizer(self):

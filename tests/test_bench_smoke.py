@@ -20,6 +20,7 @@ TABLES = {
     "embedding runtimes": "**Embedding runtimes",
     "generation": "**Time to first token and decode speed",
     "voice": "**End of speech -> first audio",
+    "turn ends": "**Turn ends over",
     "concurrency": "**Simultaneous questions through one Pipeline",
     "memory": "**Resident memory (MB)",
     "recall": "**Answer-recall@5",

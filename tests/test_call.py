@@ -65,6 +65,53 @@ def test_a_pause_inside_a_sentence_does_not_end_the_turn(voice, tmp_path):
     assert any(isinstance(e, Paused) for e in found) and any(isinstance(e, Resumed) for e in found)
 
 
+@pytest.fixture(scope="module")
+def smart_turn():
+    from asr.turn_end import SmartTurn
+    from common.shipped import resolve
+
+    return SmartTurn(resolve("shipped:smart-turn-v3.2", ROOT / "data"))
+
+
+def test_smart_turn_ends_a_finished_question_at_the_pause(follow_up, smart_turn):
+    """The real model hears the first question finished: its turn ends at the pause (0.15 s of silence,
+    plus the VAD's release), not after end_silence_s; without the model it is the 0.6 s as before."""
+    question = np.concatenate([follow_up.samples[: int(follow_up.speech[0][1] * 16000)], np.zeros(32000, np.float32)])
+    end = follow_up.speech[0][1]
+    detector, told = TurnDetector(turn_end=smart_turn.complete), []
+    for i in range(0, question.size, 1600):
+        told += [detector.now_s for e in detector.feed(question[i:i + 1600]) if isinstance(e, TurnEnded)]
+    assert len(told) == 1 and told[0] - end < 0.5, (told, end)
+    assert len(detector.completions) == 1 and detector.completions[0][1] >= 0.5
+    plain = [t for t, e in events(question) if isinstance(e, TurnEnded)]
+    assert len(plain) == 1 and plain[0] - end >= 0.6
+
+
+def test_a_turn_called_unfinished_waits_for_the_longer_silence(voice, tmp_path):
+    """The detector's side of the contract, with a rule in place of the model: 'unfinished' at every
+    pause keeps a 1 s pause inside the turn (0.6 s alone would end it) and ends it after 1.5 s."""
+    talk = conversation(["The library opened in 1962", 1.0, "in a former sail loft.", 3.0], tmp_path / "p.wav", voice)
+    detector, found = TurnDetector(TurnOptions(incomplete_silence_s=1.5), turn_end=lambda audio: 0.1), []
+    for i in range(0, talk.samples.size, 1600):
+        found += [(detector.now_s, e) for e in detector.feed(talk.samples[i:i + 1600])]
+    ended = [(t, e) for t, e in found if isinstance(e, TurnEnded)]
+    assert len(ended) == 1 and abs(ended[0][1].start_s - talk.speech[0][0]) < 0.3
+    assert 1.5 <= ended[0][0] - talk.speech[1][1] < 1.9
+    assert len([e for _, e in events(talk.samples) if isinstance(e, TurnEnded)]) == 2    # VAD alone: two turns
+
+
+def test_a_damaged_smart_turn_file_is_refused_with_the_package_to_reinstall(tmp_path, monkeypatch):
+    from common import shipped
+    from common.errors import BackendError
+
+    model = tmp_path / "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"\0" * shipped.SMART_TURN_BYTES)       # right size, wrong bytes
+    monkeypatch.setattr(shipped, "_package_dir", lambda package, hint: tmp_path)
+    with pytest.raises(BackendError, match="pip install --force-reinstall --no-deps pipecat-ai==1.14.0"):
+        shipped.resolve("shipped:smart-turn-v3.2", tmp_path)
+
+
 def test_a_monologue_longer_than_the_limit_is_cut(follow_up):
     first_question = follow_up.samples[: int(follow_up.speech[0][1] * 16000)]
     turns = [e for _, e in events(first_question, TurnOptions(max_turn_s=1.5)) if isinstance(e, TurnEnded)]
