@@ -198,8 +198,11 @@ def _call(eng, **options):
 def _run(eng, samples: np.ndarray, **options):
     from rag.call import play_recording
 
-    forget_prompt_cache(eng.llm)          # as the push-to-talk rows: every run reads its whole prompt
+    # Every run starts from the state a call is in at any turn: the model holds the answer prompt's
+    # system part (Call.warm_up reads it; every earlier answer left it), and nothing of this question.
+    forget_prompt_cache(eng.llm)
     call, clock = _call(eng, **options)
+    call.pipeline.warm_system_prompt(voice=True)
     records = play_recording(call, samples, clock)
     call.end()
     return records

@@ -173,6 +173,7 @@ class Call:
         llm = self.engines.llm
         with llm.gate.held():                   # the model is shared: never beside another request
             llm.complete([{"role": "user", "content": "Say OK."}], GenerationSettings(2, 0.0))
+        self.pipeline.warm_system_prompt(voice=True)   # the first turn then reads only its own part
         if self.speak and self.pipeline.synthesizer is not None:
             self.pipeline.synthesizer.synthesize("Ready.")
         if self.detector.turn_end is not None:

@@ -197,6 +197,14 @@ class Pipeline:
         finally:
             self.llm.gate.leave()
 
+    def warm_system_prompt(self, voice: bool) -> int:
+        """Read what every answer prompt starts with (the system part) into the model, so the first
+        question after a start reads only its own part, as every later one does: llama.cpp keeps the
+        previous prompt's state, and answer prompts share that beginning whatever the history."""
+        messages = answer_messages("", (), (), voice, self.cfg.prompt.example)
+        with self.llm.gate.held():
+            return self.llm.prefill(messages, "Sources:")
+
     # -- the whole answer ------------------------------------------------------------------------
     def ask(self, question: str, history: Sequence[Message] | None = None, options: AskOptions = AskOptions(),
             cancel: threading.Event | None = None, t0: float | None = None) -> Iterator[Event]:
