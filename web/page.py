@@ -76,6 +76,8 @@ def load_models(engines) -> str | None:
     optional: a missing speech model leaves the microphone off with a note instead of no page at all.
     """
     engines.index, engines.ingestor, engines.retriever, engines.llm, engines.history  # noqa: B018 - load
+    # The first typed question then reads only its own part of the prompt, as every later one does.
+    engines.pipeline().warm_system_prompt(voice=False)
     if engines.cfg.tts.enabled:
         engines.synthesizer  # noqa: B018 - a FallbackSynthesizer falls back to espeak-ng by itself
     try:
