@@ -111,7 +111,7 @@ def chunking(ctx: Context, ev: Eval, embedder, cfg) -> tuple[Table, dict, str]:
         same = sum(a[1] == b[1] for a, b in zip(before, now)) if len(before) == len(now) else 0
         wrong = sum(text[s:s + len(c)] != c for s, c in before)
         table.add(name, len(before), len(now), same, wrong, t_old, t_new, t_old / t_new)
-        speedups[name] = t_old / t_new
+        speedups[name] = {"before_s": t_old, "now_s": t_new, "speedup": t_old / t_new}
         print(f"  chunking {name}: before {t_old:.2f} s, now {t_new:.2f} s ({load_now()})", flush=True)
     return table, speedups, big
 
@@ -182,7 +182,7 @@ def run(ctx: Context) -> Section:
     table, speedups, big = chunking(ctx, ev, eng.embedder, eng.cfg)
     section.tables.append(table)
     first = next(iter(speedups))
-    section.notes.append(target(f"chunking speed-up on {first}", speedups[first], 10, True, "×",
+    section.notes.append(target(f"chunking speed-up on {first}", speedups[first]["speedup"], 10, True, "×",
                                 why="the floor is tokenizing the text once, and the old splitter's remembered "
                                     "short pieces already made it cost only about 3 tokenizations here"))
     big_file = temp_dir("ingest-big", ctx.keep) / "one-line.txt"
@@ -199,9 +199,11 @@ def run(ctx: Context) -> Section:
     once.add(f"ingest of a {big_file.stat().st_size / 1e6:.1f} MB one-line text file", big_report.chunks,
              big_report.embedded, t_big)
     section.tables.append(once)
+    chunk_s = speedups[list(speedups)[-1]]["now_s"]
     section.notes.append(target(f"ingest of the {big_file.stat().st_size / 1e6:.1f} MB one-line file", t_big, 60,
-                                False, " s", why="embedding its chunks is the cost: chunking takes the time in "
-                                                 "the table above"))
+                                False, " s", why=f"chunking it takes {chunk_s:.1f} s; embedding its "
+                                                 f"{big_report.embedded:,} chunks takes the rest "
+                                                 f"({big_report.embedded / max(t_big - chunk_s, 1e-9):.0f} chunks/s)"))
     section.figures.update(export_s=export_s, big_ingest_s=t_big, chunking_speedup=speedups)
 
     # 1 + 2: the default profile
