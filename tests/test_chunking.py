@@ -116,3 +116,12 @@ def test_chunks_keep_their_invariants_with_the_real_tokenizer(tokenizer, spans, 
     count = lambda s: len(tokenizer.encode(s, add_special_tokens=False))  # noqa: E731
     overlap = size // 4
     check(text, make_splitter(spans, size, overlap).split(text), size, overlap, count)
+
+
+def test_a_long_text_tokenized_in_parallel_pieces_gives_the_same_tokens(tokenizer, spans):
+    from rag.models.embeddings import SEGMENT
+
+    text = " ".join(d.read_text(encoding="utf-8") for d in sorted(SQUAD_DOCS.iterdir())[:8])
+    assert len(text) > 2 * SEGMENT + 10_000
+    whole = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    assert spans(text).tolist() == [list(o) for o in whole]

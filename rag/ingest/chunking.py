@@ -46,13 +46,15 @@ class Chunk:
         return hashlib.sha1(self.text.encode("utf-8")).hexdigest()
 
 
-def _token_starts(spans: Sequence[tuple[int, int]] | np.ndarray) -> np.ndarray:
-    """Start offset of each token, overlong tokens cut into one pseudo-token per character."""
+def _token_starts(spans: Sequence[tuple[int, int]] | np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Start offset of each token, overlong tokens cut into one pseudo-token per character; and the
+    (start, end) of those overlong tokens."""
     arr = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
     if not len(arr):
-        return np.zeros(0, np.int64)
+        return np.zeros(0, np.int64), []
     starts, ends = arr[:, 0], np.maximum(arr[:, 1], arr[:, 0])
     long = np.flatnonzero(ends - starts > LONG_TOKEN)
+    runs = [(int(starts[i]), int(ends[i])) for i in long]
     if len(long):
         parts, prev = [], 0
         for i in long:
@@ -60,7 +62,7 @@ def _token_starts(spans: Sequence[tuple[int, int]] | np.ndarray) -> np.ndarray:
             prev = i + 1
         parts.append(starts[prev:])
         starts = np.concatenate(parts)
-    return np.maximum.accumulate(starts)    # offsets never go back (bisection needs them sorted)
+    return np.maximum.accumulate(starts), runs    # offsets never go back (bisection needs them sorted)
 
 
 class Splitter:
@@ -73,8 +75,8 @@ class Splitter:
         self._patterns = {s: re.compile(re.escape(s)) for s in SEPARATORS if s}
 
     def split(self, text: str) -> list[tuple[int, str]]:
-        starts = _token_starts(self.token_spans(text))
-        self._starts, self._text = starts, text
+        self._starts, self._long = _token_starts(self.token_spans(text))
+        self._text = text
         try:
             out = []
             for lo, hi in self._split(0, len(text), 0):
@@ -84,7 +86,7 @@ class Splitter:
                     out.append((lo + len(piece) - len(piece.lstrip()), stripped))
             return out
         finally:
-            self._starts = self._text = None
+            self._starts = self._long = self._text = None
 
     def _tokens(self, bounds: np.ndarray) -> np.ndarray:
         """Tokens starting before each of `bounds` (character offsets)."""
@@ -126,6 +128,9 @@ class Splitter:
         out = []
         limit = self.size if limit is None else limit
         for lo, hi in self._merge(pieces, bounds, sizes, limit):
+            if self._clean_cut(lo) and self._clean_cut(hi):
+                out.append((lo, hi))
+                continue
             excess = len(self.token_spans(self._text[lo:hi])) - self.size
             if excess <= 0 or limit <= 8:
                 out.append((lo, hi))
@@ -133,6 +138,16 @@ class Splitter:
             inner = list(range(bisect.bisect_left(bounds, lo), bisect.bisect_left(bounds, hi)))
             out += self._merge_words(inner, bounds, sizes, limit - excess)
         return out
+
+    def _clean_cut(self, p: int) -> bool:
+        """Whether a chunk edge at p leaves the tokens on both sides as they were in context: at the
+        text's ends, next to whitespace, or inside a word read as one unknown token (its remnant takes
+        at most one token per character, as it was counted)."""
+        text = self._text
+        if p <= 0 or p >= len(text) or text[p - 1].isspace() or text[p].isspace():
+            return True
+        i = bisect.bisect_right(self._long, (p, p)) - 1
+        return i >= 0 and self._long[i][0] < p < self._long[i][1]
 
     def _merge(self, pieces: list[int], bounds: list[int], sizes: list[int], limit: int) -> list[tuple[int, int]]:
         """RecursiveCharacterTextSplitter._merge_splits: consecutive pieces up to `limit` tokens, the

@@ -33,13 +33,32 @@ from common.shipped import is_shipped, resolve
 log = logging.getLogger(__name__)
 
 
+SEGMENT = 65_536   # characters per piece when a long text is tokenized in parallel
+
+
 def token_spans(tokenizer, text: str) -> np.ndarray:
     """(start, end) character offsets of the tokens of `text` by a fast Hugging Face tokenizer, without
     special tokens and never truncated: the chunker tokenizes each section once and measures its
-    pieces by these. Set the tokenizer's model_max_length high, or it warns about long texts."""
-    enc = tokenizer(text, add_special_tokens=False, truncation=False, padding=False, return_offsets_mapping=True,
-                    return_attention_mask=False, return_token_type_ids=False, return_tensors="np")
-    return np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+    pieces by these. Set the tokenizer's model_max_length high, or it warns about long texts.
+
+    A long text under a tokenizer that splits words at whitespace first (BERT's, as all-MiniLM and
+    all-mpnet use) is cut at spaces into pieces tokenized as one batch, in parallel: the same tokens."""
+    options = dict(add_special_tokens=False, truncation=False, padding=False, return_offsets_mapping=True,
+                   return_attention_mask=False, return_token_type_ids=False)
+    cuts = [0]
+    if len(text) > 2 * SEGMENT and type(tokenizer.backend_tokenizer.pre_tokenizer).__name__ == "BertPreTokenizer":
+        while len(text) - cuts[-1] > 2 * SEGMENT:
+            space = text.find(" ", cuts[-1] + SEGMENT, cuts[-1] + 2 * SEGMENT)
+            if space < 0:
+                break
+            cuts.append(space)
+    if len(cuts) == 1:
+        enc = tokenizer(text, return_tensors="np", **options)
+        return np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+    cuts.append(len(text))
+    enc = tokenizer([text[a:b] for a, b in zip(cuts, cuts[1:])], **options)
+    return np.concatenate([np.asarray(spans, dtype=np.int64).reshape(-1, 2) + start
+                           for spans, start in zip(enc["offset_mapping"], cuts)])
 
 
 class Embedder(ABC):
