@@ -14,6 +14,7 @@ long text, minutes for a 5 MB one-line file).
 from __future__ import annotations
 
 import bisect
+import copy
 import hashlib
 import re
 from collections.abc import Callable, Sequence
@@ -75,18 +76,16 @@ class Splitter:
         self._patterns = {s: re.compile(re.escape(s)) for s in SEPARATORS if s}
 
     def split(self, text: str) -> list[tuple[int, str]]:
-        self._starts, self._long = _token_starts(self.token_spans(text))
-        self._text = text
-        try:
-            out = []
-            for lo, hi in self._split(0, len(text), 0):
-                piece = text[lo:hi]
-                stripped = piece.strip()
-                if stripped:
-                    out.append((lo + len(piece) - len(piece.lstrip()), stripped))
-            return out
-        finally:
-            self._starts = self._long = self._text = None
+        run = copy.copy(self)     # this text's tokens live on a copy: one splitter may serve two threads
+        run._starts, run._long = _token_starts(self.token_spans(text))
+        run._text = text
+        out = []
+        for lo, hi in run._split(0, len(text), 0):
+            piece = text[lo:hi]
+            stripped = piece.strip()
+            if stripped:
+                out.append((lo + len(piece) - len(piece.lstrip()), stripped))
+        return out
 
     def _tokens(self, bounds: np.ndarray) -> np.ndarray:
         """Tokens starting before each of `bounds` (character offsets)."""
