@@ -65,6 +65,12 @@ def child(data: str, wav: str, overrides: list[str]) -> dict:
 
 def measure(ctx: Context, wav: Path, overrides: list[str]) -> dict:
     data = data_dir("memory", ctx)
+    from rag.config import load_config
+    from rag.models.embeddings import ensure_onnx
+
+    cfg = load_config(ROOT / "config.yaml", overrides, str(data)).embeddings
+    if cfg.runtime != "torch":   # the one-off export (~1 GB at its peak) is not what the app holds
+        ensure_onnx(cfg.model, data / "cache", cfg.runtime == "onnx-int8")
     cmd = [sys.executable, "-m", "bench.memory", "--child", str(data), str(wav), *overrides]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]

@@ -44,8 +44,9 @@ class EmbeddingsConfig(Section):
     batch_size: int = Field(32, ge=1)
     # torch: the model as sentence-transformers loads it. onnx: the same weights exported once to ONNX
     # under <data_dir>/cache/onnx and run by onnxruntime; onnx-int8: that export with int8 weights
-    # (dynamic quantization, per channel). Measured by `python -m bench ingest` (bench/RESULTS.md).
-    runtime: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    # (dynamic quantization, per channel), the default: about 4x torch's speed on a CPU at the same
+    # answer-recall@5 (`python -m bench ingest`, bench/RESULTS.md). On a GPU, use torch.
+    runtime: Literal["torch", "onnx", "onnx-int8"] = "onnx-int8"
 
 
 class VectorStoreConfig(Section):

@@ -16,6 +16,7 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 # One title per benchmark: each must be printed.
 TABLES = {
     "search": "**Single-query dense search",
+    "chunking": "**Chunking, ",
     "ingest": "**Ingest of 5 files",
     "embedding runtimes": "**Embedding runtimes",
     "generation": "**Time to first token and decode speed",

@@ -231,21 +231,23 @@ def test_a_document_over_max_chars_is_refused_with_one_line(base_engines, tmp_pa
 def test_text_without_separators_is_chunked_in_linear_time(base_engines):
     """Issue 17 #7: 300 KB of text without separators took 108 s to index: the recursive splitter
     fell back to single characters and asked the tokenizer about each one three times (about
-    900,000 calls). Now each distinct short piece is asked about once."""
+    900,000 calls). Now the text is tokenized once, and each chunk cut inside a word (here all of
+    them: the whole text is one word) once more, to check its size."""
     from rag.ingest.chunking import chunk_sections, make_splitter
     from rag.ingest.loaders import Section
 
-    text, count_tokens, calls = text_without_separators(), base_engines.embedder.count_tokens, [0]
+    text, embedder, calls = text_without_separators(), base_engines.embedder, [0]
 
-    def counting(piece: str) -> int:
+    def counting(piece: str):
         calls[0] += 1
-        assert calls[0] <= 20_000, f"over 20,000 tokenizer calls for {len(text):,} characters"
-        return count_tokens(piece)
+        return embedder.token_spans(piece)
 
     start = time.monotonic()
     chunks = chunk_sections([Section(text)], "long.txt", make_splitter(counting, 200, 40))
     assert time.monotonic() - start < 30
+    assert calls[0] <= len(chunks) + 1, f"{calls[0]:,} tokenizer calls for {len(chunks):,} chunks"
     assert "".join(c.text for c in chunks if c.start == 0)[:50] == text[:50]
     assert all(text[c.start:c.start + len(c.text)] == c.text for c in chunks)
     assert max(c.start + len(c.text) for c in chunks) == len(text)
-    assert max(count_tokens(c.text) for c in chunks[:50]) <= 200
+    assert max(embedder.count_tokens(c.text) for c in chunks[:50]) <= 200
+    assert 150 <= len(chunks[0].text) <= 200      # one token per character, as the old splitter counted

@@ -86,7 +86,7 @@ class Ingestor:
         self.index = index
         self.cfg = cfg
         embedder = index.embedder
-        self.splitter = make_splitter(embedder.count_tokens, cfg.chunking.chunk_tokens, cfg.chunking.overlap_tokens)
+        self.splitter = make_splitter(embedder.token_spans, cfg.chunking.chunk_tokens, cfg.chunking.overlap_tokens)
         self.max_bytes = int(cfg.documents.max_file_mb * 1e6)
 
     # -- planning ---------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Embedder interface and its backends, chosen by `embeddings.backend` and `embeddings.runtime`.
 
-`runtime: torch` runs the model as sentence-transformers loads it. `onnx` and `onnx-int8` export the
-same model once to ONNX under `<cache_dir>/onnx/<model>/` (plain torch.onnx export: optimum's
-sentence-transformers ONNX backend needs transformers < 4.58, this project pins 5.x), quantize it
+`runtime: torch` runs the model as sentence-transformers loads it. `onnx` and `onnx-int8` (the default)
+export the same model once to ONNX under `<cache_dir>/onnx/<model>/` or `$RAG_ONNX_CACHE/<model>/`
+(plain torch.onnx export: optimum's sentence-transformers ONNX backend needs transformers < 4.58,
+this project pins 5.x), quantize it
 to int8 on demand (onnxruntime dynamic quantization of the MatMul weights, per output channel), and
 run it with onnxruntime; the pooling and normalisation of the sentence-transformers model are
 applied in numpy, so the vectors match the torch ones (cosine 1.0 for onnx, ~0.995 for onnx-int8).
@@ -15,7 +16,9 @@ import logging
 import os
 import re
 import shutil
+import sys
 import threading
+import time
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -28,6 +31,34 @@ from common.errors import BackendError
 from common.shipped import is_shipped, resolve
 
 log = logging.getLogger(__name__)
+
+
+SEGMENT = 65_536   # characters per piece when a long text is tokenized in parallel
+
+
+def token_spans(tokenizer, text: str) -> np.ndarray:
+    """(start, end) character offsets of the tokens of `text` by a fast Hugging Face tokenizer, without
+    special tokens and never truncated: the chunker tokenizes each section once and measures its
+    pieces by these. Set the tokenizer's model_max_length high, or it warns about long texts.
+
+    A long text under a tokenizer that splits words at whitespace first (BERT's, as all-MiniLM and
+    all-mpnet use) is cut at spaces into pieces tokenized as one batch, in parallel: the same tokens."""
+    options = dict(add_special_tokens=False, truncation=False, padding=False, return_offsets_mapping=True,
+                   return_attention_mask=False, return_token_type_ids=False)
+    cuts = [0]
+    if len(text) > 2 * SEGMENT and type(tokenizer.backend_tokenizer.pre_tokenizer).__name__ == "BertPreTokenizer":
+        while len(text) - cuts[-1] > 2 * SEGMENT:
+            space = text.find(" ", cuts[-1] + SEGMENT, cuts[-1] + 2 * SEGMENT)
+            if space < 0:
+                break
+            cuts.append(space)
+    if len(cuts) == 1:
+        enc = tokenizer(text, return_tensors="np", **options)
+        return np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+    cuts.append(len(text))
+    enc = tokenizer([text[a:b] for a, b in zip(cuts, cuts[1:])], **options)
+    return np.concatenate([np.asarray(spans, dtype=np.int64).reshape(-1, 2) + start
+                           for spans, start in zip(enc["offset_mapping"], cuts)])
 
 
 class Embedder(ABC):
@@ -45,6 +76,11 @@ class Embedder(ABC):
         with self._count_lock:
             return len(self._counter.encode(text, add_special_tokens=False))
 
+    def token_spans(self, text: str) -> np.ndarray:
+        """(start, end) character offsets of the tokens of `text` (the chunker's measure)."""
+        with self._count_lock:
+            return token_spans(self._counter, text)
+
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
 
@@ -56,6 +92,7 @@ class Embedder(ABC):
         counting gets a copy of its own, and each use of `tokenizer` for embedding holds
         `_encode_lock`, one batch at a time (a question waits for at most one ingest batch)."""
         self._counter = copy.deepcopy(tokenizer)
+        self._counter.model_max_length = 1 << 30    # counts whole sections: no "longer than 512" warning
         self._count_lock = threading.Lock()
         self._encode_lock = threading.Lock()
 
@@ -107,9 +144,15 @@ def _source_stamp(path: str) -> dict:
             "files": [[p.relative_to(folder).as_posix(), p.stat().st_size, int(p.stat().st_mtime)] for p in files]}
 
 
+# A folder for the ONNX exports of every data dir instead of each one's <data_dir>/cache/onnx: the tests
+# (dozens of fresh data dirs, some in child processes) and machines with many data dirs export once.
+ONNX_CACHE_ENV = "RAG_ONNX_CACHE"
+
+
 def onnx_folder(model: str, cache_dir: Path) -> Path:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model[len("shipped:"):] if is_shipped(model) else model).strip("_")
-    return Path(cache_dir) / "onnx" / (slug[-80:] or "model")
+    shared = os.environ.get(ONNX_CACHE_ENV)
+    return (Path(shared).expanduser() if shared else Path(cache_dir) / "onnx") / (slug[-80:] or "model")
 
 
 def _export_onnx(path: str, out: Path) -> None:
@@ -189,9 +232,17 @@ def ensure_onnx(model: str, cache_dir: Path, int8: bool) -> Path:
     with FileLock(str(out.with_name(out.name + ".lock"))):
         if current():
             return out
+        export = not (out / "export.json").exists() or json.loads((out / "export.json").read_text()) != stamp
+        steps = int(export) + int(int8)
+        # Shown at start-up (serve logs at INFO) and as a bar on a terminal (the CLI logs only warnings):
+        # the first start with a new data dir or model pauses here, about 10 s on 2 CPU cores.
+        log.info("embedding model %s: one-time ONNX%s export into %s (about 10-30 s)", model,
+                 " + int8" if int8 else "", out)
+        started = time.monotonic()
+        bar = tqdm(total=steps, desc="embedding model: one-time ONNX export", unit="step", file=sys.stderr,
+                   disable=None, leave=False)
         try:
-            if not (out / "export.json").exists() or json.loads((out / "export.json").read_text()) != stamp:
-                log.info("exporting embedding model %s to ONNX in %s (once)", model, out)
+            if export:
                 staging = out.with_name(out.name + ".tmp")
                 shutil.rmtree(staging, ignore_errors=True)
                 staging.mkdir(parents=True)
@@ -199,14 +250,19 @@ def ensure_onnx(model: str, cache_dir: Path, int8: bool) -> Path:
                 (staging / "export.json").write_text(json.dumps(stamp, indent=2))
                 shutil.rmtree(out, ignore_errors=True)
                 staging.rename(out)
+                bar.update(1)
             if int8 and not (out / "model-int8.onnx").exists():
-                log.info("quantizing %s to int8", out / "model.onnx")
+                bar.set_description("embedding model: quantizing to int8")
                 _quantize_int8(out / "model.onnx", out / "model-int8.onnx")
+                bar.update(1)
         except BackendError:
             raise
         except Exception as err:  # noqa: BLE001 - export problems are backend problems for the user
             raise BackendError(f"could not export embedding model '{model}' to ONNX: {type(err).__name__}: "
                                f"{str(err)[:200]}; use embeddings.runtime torch") from err
+        finally:
+            bar.close()
+        log.info("embedding model %s: ONNX export done in %.1f s", model, time.monotonic() - started)
     return out
 
 
