@@ -161,7 +161,7 @@ def llamacpp_contexts(cfg: LLMConfig) -> int:
         free_gib = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
     except (ValueError, OSError, AttributeError):
         free_gib = 2.0
-    per_context_gib = 0.05 + cfg.n_ctx * 24e3 / 2**30       # KV (~23 KB a token) + compute buffers
+    per_context_gib = 0.1 + cfg.n_ctx * 24e3 / 2**30    # KV (~23 KB a token), compute buffers, a 2nd mapping
     return max(1, min(4, cores // cfg.n_threads, int(free_gib / 4 / per_context_gib)))
 
 
