@@ -379,10 +379,9 @@ def forget_prompt_cache(llm) -> None:
     """llama.cpp reuses the KV cache of the previous prompt's common prefix: asking the same question
     twice makes the second prompt nearly free. Benchmarks that compare two ways of asking the same
     question clear it first, so both pay the same prompt cost."""
-    inner = getattr(llm, "llm", None)
-    if hasattr(inner, "reset"):
+    if hasattr(llm, "forget_prompts"):
         with llm.gate.held():         # never under a request that is using the model (a call's read-ahead)
-            inner.reset()
+            llm.forget_prompts()
 
 
 def answerable(questions: list[dict], ev: Eval, docs: set[str] | None = None) -> list[dict]:

@@ -104,6 +104,9 @@ class LLMConfig(Section):
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = Field(60, gt=0)
     max_waiting: int = Field(16, ge=0)    # requests queued behind a busy local model
+    # llama.cpp: answers written at once, one context each over the one mapped model (0: one per
+    # n_threads cores, at most 4; rag/models/llm.py `llamacpp_contexts`).
+    contexts: int = Field(0, ge=0)
     wait_timeout_s: float = Field(120, gt=0)
 
 

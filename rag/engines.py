@@ -158,7 +158,15 @@ class Engines:
         speak = speak and self.cfg.tts.enabled
         if speak and synthesizer is None:
             synthesizer = self.synthesizer
-        return Pipeline(self.cfg, self.retriever, self.llm, synthesizer if speak else None)
+        return Pipeline(self.cfg, self.retriever, self.llm, synthesizer if speak else None, self.sentence_vectors)
+
+    @cached_property
+    def sentence_vectors(self):
+        """The sentence vectors every question's ranking looks up (rag/answer/evidence.py), shared by all
+        pipelines: a sentence is embedded once, not once per question that retrieves its passage."""
+        from rag.answer.evidence import SentenceVectors
+
+        return SentenceVectors(self.embedder.embed)
 
     def ensure_documents(self, progress: bool = True, rescan: bool = False):
         """Ingest the configured folder when the index is empty (or always, with `rescan`)."""

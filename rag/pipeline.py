@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from rag.answer.abstain import Signals, coverage, decide, question_terms
 from rag.config import Config
 from common.errors import RagError, UserInputError, one_line
-from rag.answer.evidence import Sentence, evidence_line, focus, pick_evidence, rank_sentences, support
+from rag.answer.evidence import Sentence, SentenceVectors, evidence_line, focus, pick_evidence, rank_sentences, support
 from rag.events import AudioChunk, Done, Event, Failed, Hit, Notice, Queued, Retrieved, SentenceReady, TextDelta
 from rag.models.llm import ChatModel, GenerationSettings
 from rag.answer.prompt import (NOT_FOUND, QUESTION_MARK, answer_messages, best_supporting_source, cited_numbers, clean_rewrite,
@@ -81,11 +81,14 @@ class Plan:
 
 
 class Pipeline:
-    def __init__(self, cfg: Config, retriever: Retriever, llm: ChatModel, synthesizer=None):
+    def __init__(self, cfg: Config, retriever: Retriever, llm: ChatModel, synthesizer=None,
+                 sentence_vectors: SentenceVectors | None = None):
         self.cfg = cfg
         self.retriever = retriever
         self.llm = llm
         self.synthesizer = synthesizer
+        # The server's shared memory of sentence vectors (Engines.sentence_vectors), or one of our own.
+        self.sentence_vectors = sentence_vectors or SentenceVectors(retriever.index.embedder.embed)
 
     # -- question -> passages -------------------------------------------------------------------
     def check_question(self, question: str) -> str:
@@ -160,7 +163,7 @@ class Pipeline:
         if users and looks_like_follow_up(question):
             texts.append(f"{users[-1]} {question}")
         passages = [h.text for h in sources]
-        ranked = rank_sentences(texts, passages, self.retriever.index.embedder.embed) if passages else []
+        ranked = rank_sentences(texts, passages, self.sentence_vectors) if passages else []
         dense = max((h.dense_score for h in hits), default=-1.0)
         labelled = labelled_texts(sources)
         asked = " ".join(texts)

@@ -6,7 +6,7 @@ import re
 import numpy as np
 
 from rag.events import Hit
-from rag.answer.evidence import Sentence, evidence_line, focus, pick_evidence, rank_sentences, sentences_of, support
+from rag.answer.evidence import Sentence, SentenceVectors, evidence_line, focus, pick_evidence, rank_sentences, sentences_of, support
 
 VOCAB: dict[str, int] = {}
 
@@ -154,3 +154,25 @@ def test_evidence_can_be_turned_off_and_unsupported_questions_decline():
     assert isinstance(done, Done) and done.answer == "In 2019 [1]."
     done = list(_pipeline(hits).ask("Which glacier feeds the river Tamsin?"))[-1]
     assert isinstance(done, Done) and done.abstained and done.sources == ()   # no sentence matches: declined
+
+
+def test_sentence_vectors_embed_each_text_once_and_rank_the_same():
+    asked: list[list[str]] = []
+
+    def counting(texts):
+        asked.append(list(texts))
+        return fake_embed(texts)
+
+    cached = SentenceVectors(counting, size=8)
+    question = ["When were late fines abolished?"]
+    assert rank_sentences(question, PASSAGES, cached) == rank_sentences(question, PASSAGES, fake_embed)
+    assert len(asked) == 1
+    assert rank_sentences(["Who led the library?"], PASSAGES, cached) == \
+        rank_sentences(["Who led the library?"], PASSAGES, fake_embed)
+    assert asked[1] == ["Who led the library?"]          # the sentences were looked up, only the question is new
+    assert (cached.hits, cached.misses) == (len(asked[0]) - 1, len(asked[0]) + 1)
+    cached(["a b", "a b", "c d"])                          # a repeat in one call is embedded once
+    assert asked[2] == ["a b", "c d"]
+    cached([f"text {i}" for i in range(20)])
+    assert len(cached._vectors) == 8                       # bounded: the least recently used went out
+    assert np.allclose(cached(["text 19", "text 3"]), fake_embed(["text 19", "text 3"]))

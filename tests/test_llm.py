@@ -55,7 +55,8 @@ def hf(hf_loads):
 def llama(cache_dir):
     # 1 thread: on a shared 2-core machine llama.cpp with 2 threads fell to 4-9 tok/s while other
     # processes ran (threads spin at barriers), and did 94-150 tok/s with 1 thread at the same time.
-    return load_chat_model(LLMConfig(backend="llamacpp", n_ctx=2048, n_threads=1), cache_dir)
+    # Two contexts (the default on 2 cores), whatever this machine's core count.
+    return load_chat_model(LLMConfig(backend="llamacpp", n_ctx=2048, n_threads=1, contexts=2), cache_dir)
 
 
 def test_transformers_converts_the_gguf_once_then_loads_the_cache(hf_loads, cache_dir):
@@ -165,14 +166,118 @@ def test_gate_four_askers_at_once_each_get_their_own_answer(llama):
     for i, (_, _, fact) in enumerate(FACTS):
         assert fact in answers[i], (i, answers[i])
     waited = sorted(p[0] for p in positions.values() if p)
-    assert waited == [1, 2, 3], positions              # one admitted, three queued behind it in order
+    assert waited == [1, 2], positions                 # two admitted (two contexts), two queued in order
     for p in positions.values():
         assert p == sorted(set(p), reverse=True), positions   # each waiter only moves up the line
 
 
+def test_simultaneous_streams_write_what_each_writes_alone(llama):
+    """Two contexts answer at once (greedy): each answer is the text it is when asked alone, and a
+    third asker waits for a context, then gets its own answer too."""
+    questions = [ask(context, question) for context, question, _ in FACTS[:3]]
+    alone = [llama.complete(q, GREEDY) for q in questions]
+    together: dict[int, str] = {}
+    busy = []
+    start = threading.Barrier(len(questions))
+
+    def worker(i):
+        start.wait()
+        for _ in llama.gate.wait():
+            pass
+        try:
+            pieces = []
+            for piece in llama.stream(questions[i], GREEDY):
+                pieces.append(piece)
+                busy.append(len(llama.contexts) - len(llama._free))
+            together[i] = "".join(pieces)
+        finally:
+            llama.gate.leave()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(questions))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert [together.get(i) for i in range(len(questions))] == alone
+    assert max(busy) == 2                    # the two contexts did work at the same time
+    assert len(llama._free) == 2
+
+
+def test_a_cancelled_stream_frees_its_context_for_the_next_in_line(llama):
+    cancel = threading.Event()
+    gate = llama.gate
+    held = [gate.try_enter() for _ in range(2)]
+    assert held == [True, True] and not gate.try_enter()
+    other = llama.stream(STORY, GenerationSettings(max_new_tokens=200))   # the second context, busy
+    next(other)
+    waiter = gate.wait()
+    assert next(waiter) == 1                 # both contexts busy: first in line
+    pieces = []
+    for piece in llama.stream(STORY, GenerationSettings(max_new_tokens=200), cancel):
+        pieces.append(piece)
+        if len(pieces) == 3:
+            cancel.set()
+    assert len(pieces) == 3 and len(llama._free) == 1
+    gate.leave()                             # the cancelled request leaves: the waiter is admitted
+    assert list(waiter) == []
+    try:
+        assert "Helen Ward" in "".join(llama.stream(MAYOR, GREEDY))
+    finally:
+        other.close()
+        gate.leave()
+        gate.leave()
+    assert len(llama._free) == 2
+
+
+def test_admission_is_first_come_first_served_with_two_contexts(llama):
+    gate = llama.gate
+    assert gate.try_enter() and gate.try_enter()
+    order = []
+    lined_up = []
+
+    def waiter(name):
+        for position in gate.wait():
+            lined_up.append((name, position))
+        order.append(name)
+
+    threads = []
+    for name in "ABC":
+        t = threading.Thread(target=waiter, args=(name,))
+        t.start()
+        threads.append(t)
+        deadline = time.monotonic() + 5
+        while (name, len(threads)) not in lined_up and time.monotonic() < deadline:
+            time.sleep(0.01)             # in line before the next one comes
+    for expected in ("A", "B", "C"):
+        gate.leave()                     # one context frees: the longest waiter goes first
+        deadline = time.monotonic() + 5
+        while expected not in order and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert order[-1] == expected, order
+    for t in threads:
+        t.join(5)
+    for _ in range(2):
+        gate.leave()
+    assert order == ["A", "B", "C"] and gate.try_enter() and gate.try_enter()
+    gate.leave()
+    gate.leave()
+
+
+def test_prefill_goes_to_the_context_that_holds_the_prompt(llama):
+    """The call mode's read-ahead: a second read of the same prompt start finds it in whichever
+    context has it (one token refreshed), and the answer then starts from there."""
+    first = ask("The library opens at nine.", "When does it open?")
+    other = ask("The bridge was built in 1742.", "When was it built?")
+    assert llama.prefill(first, "Question:") > 3
+    assert llama._free[-1].n_tokens > 3 and len(llama._free) == 2   # the context used last is last in line...
+    assert llama.prefill(first, "Question:") == 1                   # ...yet it is the one chosen
+    assert llama.prefill(other, "Question:") > 3
+    assert llama.prefill(other, "Question:") == 1
+
+
 def test_a_full_queue_is_busy_and_a_long_wait_times_out(cache_dir):
-    model = LlamaCppModel(LLMConfig(backend="llamacpp", n_ctx=512, n_threads=1, max_waiting=1, wait_timeout_s=0.5),
-                          cache_dir)
+    model = LlamaCppModel(LLMConfig(backend="llamacpp", n_ctx=512, n_threads=1, max_waiting=1, wait_timeout_s=0.5,
+                                    contexts=1), cache_dir)
     gate = model.gate
     assert list(gate.wait()) == []            # the slot is taken
     try:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -52,6 +54,39 @@ def sentences_of(text: str) -> list[str]:
         if len(_WORDS.findall(sentence)) >= 4:
             out.append(sentence)
     return out
+
+
+class SentenceVectors:
+    """`embed` with a memory: the vectors of texts seen before (the sentences of passages that keep
+    being retrieved, repeated questions) are looked up, and only the new ones are embedded, in one
+    batch. Every question ranks the sentences of its passages (the decline rule and the evidence
+    quote); a server answering questions about the same documents embeds each sentence once. Keyed
+    by the text itself, so a re-ingested document needs nothing invalidated (same text, same vector);
+    bounded (least recently used out), so memory stays at `size` vectors (384 floats: 1.5 KB each).
+    Shared by the threads of one server, hence the lock; embedding runs outside it."""
+
+    def __init__(self, embed: Embed, size: int = 8192):
+        self._embed, self.size = embed, size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            found = {t: self._vectors[t] for t in texts if t in self._vectors}
+            for t in found:
+                self._vectors.move_to_end(t)
+            self.hits += len(found)
+        new = list(dict.fromkeys(t for t in texts if t not in found))
+        if new:
+            fresh = self._embed(new)
+            found.update(zip(new, fresh))
+            with self._lock:
+                self.misses += len(new)
+                self._vectors.update(zip(new, fresh))
+                while len(self._vectors) > self.size:
+                    self._vectors.popitem(last=False)
+        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
 
 
 def rank_sentences(queries: Sequence[str], passages: Sequence[str], embed: Embed) -> list[Sentence]:

@@ -2,8 +2,9 @@
 
 Backends are chosen by `llm.backend`: `llamacpp` (CPU default: ~6x faster than transformers here),
 `transformers` (rag/models/llm_hf.py: hub ids, local paths, the seed's NF4 GPU setup) and `openai` (any
-OpenAI-compatible server). A local model runs one generation at a time; a `Gate` queues the rest
-with a visible position and a bounded wait, so one user never gets another's stream.
+OpenAI-compatible server). A local model writes as many answers at once as it has contexts (llama.cpp)
+or replicas (transformers); a `Gate` queues the rest with a visible position and a bounded wait, so one
+user never gets another's stream.
 """
 from __future__ import annotations
 
@@ -143,7 +144,37 @@ class ChatModel(ABC):
         return 0
 
 
+def llamacpp_contexts(cfg: LLMConfig) -> int:
+    """How many answers the llama.cpp backend writes at once (`llm.contexts`; 0: from the machine).
+
+    One context per `n_threads` cores: on this 2-core machine two contexts of one thread decode
+    1.9-2.0x the tokens/s of one, while a third or fourth only share the same cores (and more
+    threads per context collapse when a core is busy: bench/RESULTS.md, "Concurrency"). Batching
+    several sequences in one context gives nothing here (1.05-1.15x at 4): SmolLM2's Q4_1 weights
+    have no batched matrix kernel on this CPU, so a step of 4 tokens costs 4 steps of 1. Each
+    context holds its own KV cache and compute buffers (~0.2 GiB at n_ctx 4096; the weights are
+    memory-mapped once), so auto stops at 4 and at what a quarter of the free memory holds."""
+    if cfg.contexts:
+        return cfg.contexts
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        free_gib = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (ValueError, OSError, AttributeError):
+        free_gib = 2.0
+    per_context_gib = 0.1 + cfg.n_ctx * 24e3 / 2**30    # KV (~23 KB a token), compute buffers, a 2nd mapping
+    return max(1, min(4, cores // cfg.n_threads, int(free_gib / 4 / per_context_gib)))
+
+
 class LlamaCppModel(ChatModel):
+    """A small pool of llama.cpp contexts over one memory-mapped model file, one answer per context.
+
+    Each context is a `Llama` of its own (llama.cpp contexts are not thread-safe); the model file is
+    mapped, so the weights are in memory once. A request takes the free context whose last prompt
+    shares the longest start with its own, so the call mode's read-ahead (`prefill`) and a follow-up
+    in the same conversation still read only the new part of their prompt. Every context generates
+    exactly as a single one did (same code path, same sampling), so the text does not depend on how
+    many others are busy."""
+
     def __init__(self, cfg: LLMConfig, cache_dir: Path, plan=None):   # `plan`: for GPU backends only
         try:
             from llama_cpp import Llama
@@ -153,51 +184,87 @@ class LlamaCppModel(ChatModel):
         path = resolve(cfg.model, cache_dir)
         if not Path(path).is_file():
             raise BackendError(f"GGUF model file not found: {path}; set llm.model to a .gguf file")
+        n = llamacpp_contexts(cfg)
         try:
-            self.llm = Llama(model_path=path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
-                             n_threads_batch=cfg.n_threads_batch, verbose=False)
+            self.contexts = [Llama(model_path=path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
+                                   n_threads_batch=cfg.n_threads_batch, verbose=False) for _ in range(n)]
         except (ValueError, RuntimeError) as err:
             raise BackendError(f"llama.cpp could not load {path}: {err}") from err
+        self.llm = self.contexts[0]          # tokenizer and chat template: the same in every context
         self.name = cfg.model
         self.context_length = cfg.n_ctx
-        # llama.cpp contexts are not thread-safe: one generation at a time, the rest queue.
-        self.gate = Gate(1, cfg.max_waiting, cfg.wait_timeout_s)
+        self._free = list(self.contexts)
+        self._free_lock = threading.Lock()
+        # One generation per context at a time; the rest queue in order with their position shown.
+        self.gate = Gate(n, cfg.max_waiting, cfg.wait_timeout_s)
+        log.info("llama.cpp: %d context(s) of %d thread(s) over %s", n, cfg.n_threads, Path(path).name)
+
+    @contextmanager
+    def _context(self, tokens: list[int] | None):
+        """A free context, the one that already holds the longest start of `tokens`. The caller holds
+        the gate, so one is free."""
+        with self._free_lock:
+            if not self._free:
+                raise BackendError("no free llama.cpp context (a caller did not hold the gate)")
+            best = max(self._free, key=lambda llm: _shared_prefix(llm, tokens) if tokens else 0)
+            self._free.remove(best)
+        try:
+            yield best
+        finally:
+            with self._free_lock:
+                self._free.append(best)
+
+    def _tokens(self, messages: list[Message]) -> list[int] | None:
+        """The prompt tokens of `messages`, as create_chat_completion will read them; only needed to
+        choose between several free contexts."""
+        if len(self._free) < 2:
+            return None
+        formatted = self._formatter(messages=messages)
+        return self.llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special,
+                                 special=True)
 
     def stream(self, messages, settings, cancel=None):
-        chunks = self.llm.create_chat_completion(messages=messages, max_tokens=settings.max_new_tokens,
-                                                 temperature=settings.temperature, stream=True)
-        try:
-            for chunk in chunks:
-                if cancel is not None and cancel.is_set():
-                    return
-                text = chunk["choices"][0]["delta"].get("content")
-                if text:
-                    yield text
-        finally:
-            chunks.close()   # stops generation when the consumer goes away
+        with self._context(self._tokens(messages)) as llm:
+            chunks = llm.create_chat_completion(messages=messages, max_tokens=settings.max_new_tokens,
+                                                temperature=settings.temperature, stream=True)
+            try:
+                for chunk in chunks:
+                    if cancel is not None and cancel.is_set():
+                        return
+                    text = chunk["choices"][0]["delta"].get("content")
+                    if text:
+                        yield text
+            finally:
+                chunks.close()   # stops generation when the consumer goes away
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
+    def forget_prompts(self) -> None:
+        """Drop every free context's cached prompt (benchmarks that compare two ways of asking)."""
+        with self._free_lock:
+            for llm in self._free:
+                llm.reset()
+
     def prefill(self, messages, upto):
         """llama.cpp keeps the KV state of the last prompt and reuses its longest common prefix on the
-        next request (Llama.generate); this evaluates the new prompt's prefix into that state now."""
+        next request (Llama.generate); this evaluates the new prompt's prefix into the free context
+        that shares most of it, which the request with the whole prompt will then choose."""
         formatted = self._formatter(messages=messages)
         cut = formatted.prompt.rfind(upto)
         if cut < 0:
             return 0
         tokens = self.llm.tokenize(formatted.prompt[:cut + len(upto)].encode("utf-8"),
                                    add_bos=not formatted.added_special, special=True)
-        cached = self.llm.input_ids[: self.llm.n_tokens].tolist()
-        common = next((i for i, (a, b) in enumerate(zip(cached, tokens)) if a != b), min(len(cached), len(tokens)))
-        common = min(common, len(tokens) - 1)       # keep one token to read: it refreshes the state
-        if common > 0 and self.llm._ctx.kv_cache_seq_rm(-1, common, -1):
-            self.llm.n_tokens = common
-        else:
-            self.llm.reset()
-        read = tokens[self.llm.n_tokens:]
-        self.llm.eval(read)
-        return len(read)
+        with self._context(tokens) as llm:
+            common = min(_shared_prefix(llm, tokens), len(tokens) - 1)   # keep one token to read: it refreshes the state
+            if common > 0 and llm._ctx.kv_cache_seq_rm(-1, common, -1):
+                llm.n_tokens = common
+            else:
+                llm.reset()
+            read = tokens[llm.n_tokens:]
+            llm.eval(read)
+            return len(read)
 
     @cached_property
     def _formatter(self):
@@ -209,6 +276,12 @@ class LlamaCppModel(ChatModel):
             template=self.llm.metadata["tokenizer.chat_template"],
             eos_token=self.llm._model.token_get_text(eos) if eos != -1 else "",
             bos_token=self.llm._model.token_get_text(bos) if bos != -1 else "", stop_token_ids=[eos])
+
+
+def _shared_prefix(llm, tokens: list[int]) -> int:
+    """How many of `tokens` a llama.cpp context's cached prompt already starts with."""
+    cached = llm.input_ids[: llm.n_tokens].tolist()
+    return next((i for i, (a, b) in enumerate(zip(cached, tokens)) if a != b), min(len(cached), len(tokens)))
 
 
 class OpenAIModel(ChatModel):
