@@ -28,6 +28,8 @@ BENCHMARKS = {
     "memory": "peak RSS of the default profile serving one spoken question (subprocess)",
     "quality": "answer-recall@k, accuracy, abstention (with the abstain_below sweep), citations",
     "recall": "bench/retrieval_recall.py alone: answer-recall@5, single questions and follow-ups",
+    "models": "SmolLM2-135M, Qwen2.5-Coder 0.5B and 1.5B side by side on squad-train (held-out half B)",
+    "prompts": "prompt settings per Qwen profile on squad-train half A (what bench models holds out)",
 }
 ALL = ["search", "ingest", "generation", "voice", "concurrency", "memory", "quality"]   # quality includes recall
 

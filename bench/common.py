@@ -337,9 +337,9 @@ def quick_overrides(ctx: Context) -> list[str]:
     return ["prompt.context_tokens=300", "llm.max_new_tokens=24"] if ctx.quick else []
 
 
-def engines(data: Path, *overrides: str):
-    """rag.engines.Engines over `data` with the default profile (config.yaml) and `overrides`,
-    reusing models already loaded by an earlier benchmark with the same settings."""
+def engines(data: Path, *overrides: str, config: Path = ROOT / "config.yaml"):
+    """rag.engines.Engines over `data` with the default profile (config.yaml, or another profile) and
+    `overrides`, reusing models already loaded by an earlier benchmark with the same settings."""
     from rag.config import load_config
     from rag.engines import Engines
 
@@ -350,7 +350,7 @@ def engines(data: Path, *overrides: str):
 
     # Each model property loads through the process-wide cache, keyed by its config section.
     BenchEngines = type("BenchEngines", (Engines,), {name: shared(name, section) for name, section in Engines.MODELS.items()})
-    cfg = load_config(ROOT / "config.yaml", ["documents.folder=null", *overrides], str(data))
+    cfg = load_config(config, ["documents.folder=null", *overrides], str(data))
     return BenchEngines(cfg)
 
 

