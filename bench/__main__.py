@@ -28,6 +28,8 @@ BENCHMARKS = {
     "memory": "peak RSS of the default profile serving one spoken question (subprocess)",
     "quality": "answer-recall@k, accuracy, abstention (with the abstain_below sweep), citations",
     "recall": "bench/retrieval_recall.py alone: answer-recall@5, single questions and follow-ups",
+    "multilingual": "de/es/fr questions about English documents: recall@5 beside English, answer language "
+                    "(profiles/multilingual.yaml's LLM; not in `all`)",
 }
 ALL = ["search", "ingest", "generation", "voice", "concurrency", "memory", "quality"]   # quality includes recall
 

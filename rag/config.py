@@ -81,6 +81,9 @@ class MemoryConfig(Section):
     rewrite: bool = True                 # ask the LLM for a standalone question on follow-ups
     history_turns: int = Field(2, ge=0)  # recent user turns added to the history-aware query
     max_messages: int = Field(40, ge=2)  # messages sent back to the model are cut to the newest
+    # A question in another language than the documents is translated into theirs by the LLM (in the
+    # same call as the follow-up rewrite) and fused with the original in retrieval (issue 16).
+    translate: bool = True
 
 
 class LLMConfig(Section):
@@ -125,6 +128,8 @@ class PromptConfig(Section):
     # on the shipped documents it made the 135 M model copy the example's short numeric style with wrong
     # numbers ("supplies 10 homes"), so it is off by default.
     example: bool = False
+    # The language answers are written in (en, de, es, fr...); None: the question's (issue 16).
+    answer_language: str | None = Field(None, pattern=r"^[a-z]{2,3}$")
 
 
 class CallConfig(Section):

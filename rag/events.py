@@ -38,6 +38,7 @@ class Transcribed:
     text: str
     language: str
     duration_s: float
+    language_probability: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Done:
     sources: tuple[Hit, ...]
     timings: dict[str, float] = field(default_factory=dict)
     abstained: bool = False
+    language: str = "en"   # what the answer is written (and spoken) in
 
 
 @dataclass(frozen=True)
