@@ -46,6 +46,7 @@ class Retrieved:
     question: str
     standalone_question: str
     hits: tuple[Hit, ...]
+    language: str | None = None   # the question's language (heard or detected); None: not known
 
 
 @dataclass(frozen=True)

@@ -155,8 +155,9 @@ class Pipeline:
         answers = [m["content"] for m in history if m["role"] == "assistant"]
         if not users:
             # A translated question (issue 16) leads; the original keeps the names and numbers it shares
-            # with the documents, as the history-aware queries back up a follow-up's rewrite.
-            return [Query(standalone)] if standalone == question else [Query(standalone), Query(question, 0.5)]
+            # with the documents, as the history-aware queries back up a follow-up's rewrite. At a quarter
+            # weight: its other words are noise to an English embedder (at 0.5 it cost 1 of 24 questions).
+            return [Query(standalone)] if standalone == question else [Query(standalone), Query(question, 0.25)]
         follow_up = looks_like_follow_up(question)
         own, context = (0.5, 1.0) if follow_up else (1.0, 0.25)
         queries = [Query(question, own), Query(" ".join(users + [question]), context)]
@@ -219,7 +220,7 @@ class Pipeline:
         shown = focus(sources, ranked, self.cfg.prompt.focus_sentences) if self.cfg.prompt.focus_sentences else sources
         return Plan(standalone, ranked, sources,
                     answer_messages(question, shown, hist[-2:], options.voice, self.cfg.prompt.example,
-                                    language=languages.instruction), languages)
+                                    language_line=languages.instruction), languages)
 
     def prefill(self, question: str, history: Sequence[Message] | None = None, options: AskOptions = AskOptions()) -> int:
         """Read this question's prompt up to the question itself into the model now, while the user is
@@ -227,8 +228,10 @@ class Pipeline:
         starts the same way (same history, same passages) is read from there on only. Skipped when the
         model is busy or the documents would not be asked. Returns the prompt tokens read."""
         hist = clean_history(history, self.cfg.memory.max_messages)
+        if self.cfg.memory.translate and self.languages(question, options).translate_to:
+            return 0    # its translation would take the model now, and the passages depend on it
         plan = self.plan(question, hist, AskOptions(k=options.k, voice=options.voice, rewrite=False,
-                                                    sources=options.sources))
+                                                    sources=options.sources, language=options.language))
         if not plan.messages or not self.llm.gate.try_enter():
             return 0
         try:
@@ -255,7 +258,7 @@ class Pipeline:
                 synth = self.voices.for_language(language, self.synthesizer) if self.voices else self.synthesizer
                 speaker = _Speaker(synth, mark, self.cfg.tts.max_sentence_chars)
             mark("retrieve_s")
-            yield Retrieved(question, standalone, sources)
+            yield Retrieved(question, standalone, sources, plan.languages.question)
             if not sources:
                 answer = not_found(language)
                 mark("first_token_s")

@@ -68,18 +68,16 @@ def format_sources(hits: Sequence[Hit]) -> str:
     return "\n\n".join(blocks)
 
 
-# The answer's language when it is not simply English (rag/answer/language.py `Languages.instruction`).
-ANSWER_LANGUAGE = " Write the answer in {language}; keep names, numbers and the [n] citations as they are."
 QUESTION_MARK = "Question:"   # where the answer prompt's parts known before the question end (Pipeline.prefill)
 
 
 def answer_messages(question: str, hits: Sequence[Hit], history: Sequence[dict[str, str]],
-                    voice: bool, example: bool = False, language: str | None = None) -> list[dict[str, str]]:
+                    voice: bool, example: bool = False, language_line: str | None = None) -> list[dict[str, str]]:
     system = SYSTEM + (VOICE_STYLE if voice else TEXT_STYLE)
     user = (f"Sources:\n\"\"\"\n{format_sources(hits)}\n\"\"\"\n\n"
             f"{QUESTION_MARK} {question}\nAnswer from the sources, citing them like [1].")
-    if language:   # issue 16: the answer's language, named last where small models heed it most
-        user += ANSWER_LANGUAGE.format(language=language)
+    if language_line:   # issue 16: the answer's language (rag/answer/language.py), last where small models heed it most
+        user += " " + language_line
     shots = EXAMPLE if example else []
     return [{"role": "system", "content": system}, *shots, *history, {"role": "user", "content": user}]
 
