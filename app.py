@@ -210,7 +210,7 @@ def _ask_once(engines, question, history, args, stream_text: bool) -> dict:
         question = transcript.text
     speak = bool(getattr(args, "speak", None))
     options = AskOptions(k=args.k, voice=getattr(args, "voice", False) or transcript is not None, speak=speak,
-                         sources=tuple(args.source))
+                         sources=tuple(args.source), language=transcript.language if transcript else None)
     def show(event) -> None:
         if isinstance(event, TextDelta) and stream_text:
             sys.stdout.write(event.text)
@@ -238,7 +238,9 @@ def _ask_once(engines, question, history, args, stream_text: bool) -> dict:
             "answer": done.answer, "standalone_question": done.standalone_question,
             "sources": [{"n": n, "source": h.source, "location": h.location, "text": h.text,
                          "score": round(h.score, 6)} for n, h in enumerate(done.sources, 1)],
-            "timings": done.timings, "abstained": done.abstained}
+            "timings": done.timings, "abstained": done.abstained, "language": done.language,
+            **({"question_language": transcript.language, "language_probability": transcript.language_probability}
+               if transcript is not None else {})}
 
 
 def cmd_ask(engines, args) -> int:
@@ -283,8 +285,8 @@ def cmd_migrate(engines, args) -> int:
 
 def cmd_transcribe(engines, args) -> int:
     result = engines.transcriber.transcribe(args.audio)
-    out = {"text": result.text, "language": result.language, "duration_s": round(result.duration_s, 3),
-           "timings": result.timings}
+    out = {"text": result.text, "language": result.language, "language_probability": result.language_probability,
+           "duration_s": round(result.duration_s, 3), "timings": result.timings}
     if args.json:
         _emit(out)
     else:

@@ -31,6 +31,9 @@ class Transcript:
     language: str
     duration_s: float
     timings: dict[str, float] = field(default_factory=dict)  # decode_s, transcribe_s
+    # How sure the detection was, among the allowed languages (asr.languages); 1.0 when the language was
+    # fixed, 0.0 when the backend does not say.
+    language_probability: float = 0.0
 
 
 class Transcriber(ABC):
@@ -50,7 +53,7 @@ class Transcriber(ABC):
             raise NoSpeechError(NO_SPEECH)
         t1 = time.perf_counter()
         try:
-            text, language = self._transcribe_samples(samples)
+            text, language, *rest = self._transcribe_samples(samples)
         except RagError:
             raise
         except Exception as err:  # a model failure (e.g. out of memory) is a backend problem, not the user's
@@ -62,8 +65,9 @@ class Transcriber(ABC):
         if not re.search(r"\w", text):  # empty, or only "..." / "-"
             raise NoSpeechError(NO_SPEECH)
         return Transcript(text=text, language=language or "", duration_s=round(duration_s, 3),
-                          timings={"decode_s": round(decode_s, 4), "transcribe_s": round(transcribe_s, 4)})
+                          timings={"decode_s": round(decode_s, 4), "transcribe_s": round(transcribe_s, 4)},
+                          language_probability=round(float(rest[0]), 4) if rest else 0.0)
 
     @abstractmethod
-    def _transcribe_samples(self, samples: np.ndarray) -> tuple[str, str]:
-        """float32 16 kHz mono samples -> (text, language code)."""
+    def _transcribe_samples(self, samples: np.ndarray) -> tuple:
+        """float32 16 kHz mono samples -> (text, language code) or (text, language code, probability)."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from common.settings import DEVICE_PATTERN, Section
 
@@ -13,8 +13,29 @@ class ASRConfig(Section):
     model: str = "shipped:whisper-tiny.en"
     device: str = Field("cpu", pattern=DEVICE_PATTERN)   # as embeddings.device
     compute_type: str = "int8"             # auto: float16 on a GPU, int8 on the CPU
-    language: str | None = "en"            # None: detect
+    language: str | None = "en"            # None: detect (any language); ignored when `languages` is set
+    # The languages users speak (Whisper codes). Each utterance is detected among these only (short clips
+    # otherwise come out as Latin or Welsh); one entry fixes the language. Also what typed questions are
+    # detected among (rag/pipeline.py). None: `language` alone decides, as before.
+    languages: tuple[str, ...] | None = Field(None, min_length=1)
     vad: bool = True
     beam_size: int = Field(1, ge=1)
     max_audio_s: float = Field(900, gt=0)
     threads: int = Field(2, ge=1)
+
+    @field_validator("languages")
+    @classmethod
+    def _codes(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        codes = tuple(dict.fromkeys(str(v).strip().lower() for v in value))
+        bad = [c for c in codes if not c.isalpha() or not 2 <= len(c) <= 3]
+        if bad:
+            raise ValueError(f"'{bad[0]}' is not a language code (use two letters such as en, de, es, fr)")
+        return codes
+
+    def allowed_languages(self) -> tuple[str, ...] | None:
+        """What an utterance may be in: `languages`, else `language` alone, else None (anything)."""
+        if self.languages:
+            return self.languages
+        return (self.language,) if self.language else None

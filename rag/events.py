@@ -38,6 +38,7 @@ class Transcribed:
     text: str
     language: str
     duration_s: float
+    language_probability: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Retrieved:
     question: str
     standalone_question: str
     hits: tuple[Hit, ...]
+    language: str | None = None   # the question's language (heard or detected); None: not known
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Done:
     sources: tuple[Hit, ...]
     timings: dict[str, float] = field(default_factory=dict)
     abstained: bool = False
+    language: str = "en"   # what the answer is written (and spoken) in
 
 
 @dataclass(frozen=True)

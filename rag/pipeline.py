@@ -14,7 +14,9 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from common import language as lang
 from rag.answer.abstain import Signals, coverage, decide, question_terms
+from rag.answer.language import Languages, choose, clean_translation, not_found, question_language, translate_messages
 from rag.config import Config
 from common.errors import RagError, UserInputError, one_line
 from rag.answer.evidence import Sentence, SentenceVectors, evidence_line, focus, pick_evidence, rank_sentences, support
@@ -37,6 +39,8 @@ class AskOptions:
     speak: bool = False        # synthesize the answer sentence by sentence while it is written
     rewrite: bool | None = None
     sources: tuple[str, ...] = ()   # metadata filter: only these documents (globs, sources, folders)
+    language: str | None = None     # the language speech recognition heard the question in
+    answer_language: str | None = None   # the user's pick (Settings); None: prompt.answer_language, else the question's
 
 
 def clean_history(history: Sequence[Message] | None, limit: int) -> list[Message]:
@@ -78,17 +82,21 @@ class Plan:
     ranked: list[Sentence]
     sources: tuple[Hit, ...]           # empty: decline
     messages: list[Message]
+    languages: Languages = Languages(None, None, "en")
 
 
 class Pipeline:
     def __init__(self, cfg: Config, retriever: Retriever, llm: ChatModel, synthesizer=None,
-                 sentence_vectors: SentenceVectors | None = None):
+                 sentence_vectors: SentenceVectors | None = None, voices=None):
         self.cfg = cfg
+        self.voices = voices       # tts/languages.py LanguageVoices: the voice of each answer language
         self.retriever = retriever
         self.llm = llm
         self.synthesizer = synthesizer
         # The server's shared memory of sentence vectors (Engines.sentence_vectors), or one of our own.
-        self.sentence_vectors = sentence_vectors or SentenceVectors(retriever.index.embedder.embed)
+        self.sentence_vectors = sentence_vectors or (SentenceVectors(retriever.index.embedder.embed)
+                                                     if retriever is not None else None)
+        self._documents_language: tuple[int, str | None] = (-1, None)   # (catalog generation, language)
 
     # -- question -> passages -------------------------------------------------------------------
     def check_question(self, question: str) -> str:
@@ -101,21 +109,46 @@ class Pipeline:
                                  "(prompt.max_question_chars): shorten it")
         return question
 
-    def standalone(self, question: str, history: list[Message], rewrite: bool) -> str:
-        """The LLM's rewrite of a follow-up, or the question itself when there is no history."""
-        if not history or not rewrite or not looks_like_follow_up(question):
+    # -- languages (issue 16) ----------------------------------------------------------------------
+    def documents_language(self) -> str | None:
+        """The language most indexed documents are in (catalog, per document), looked up once per catalog
+        generation; None for an empty index or one whose language is not known."""
+        catalog = getattr(self.retriever.index, "catalog", None)
+        if catalog is None:      # an index without a catalog (a stand-in in unit tests) has no language
+            return None
+        generation = catalog.generation()
+        if self._documents_language[0] != generation:
+            counts = {code: n for code, n in catalog.languages().items() if code}
+            self._documents_language = (generation, max(counts, key=counts.get) if counts else None)
+        return self._documents_language[1]
+
+    def languages(self, question: str, options: AskOptions = AskOptions()) -> Languages:
+        """The question's language (heard, or counted among asr.languages), the documents', and the answer's."""
+        allowed = self.cfg.asr.allowed_languages()
+        asked = question_language(question, options.language, allowed)
+        return choose(asked, self.documents_language(), options.answer_language or self.cfg.prompt.answer_language)
+
+    def standalone(self, question: str, history: list[Message], rewrite: bool, translate_to: str | None = None) -> str:
+        """The LLM's rewrite of a follow-up, or the question itself when there is no history. A question in
+        another language than the documents is translated into theirs in the same call (`translate_to`)."""
+        translate_to = translate_to if self.cfg.memory.translate else None
+        if not translate_to and (not history or not rewrite or not looks_like_follow_up(question)):
             return question     # a question complete on its own needs no rewrite (and no LLM call)
-        recent = history[-4:]
+        recent = history[-4:] if rewrite else []
+        messages = (translate_messages(question, recent, translate_to) if translate_to
+                    else rewrite_messages(question, recent))
         text = ""
         try:
             for position in self.llm.gate.wait():
                 log.debug("rewrite waits at %d", position)
             try:
-                text = self.llm.complete(rewrite_messages(question, recent), GenerationSettings(48, 0.0))
+                text = self.llm.complete(messages, GenerationSettings(64 if translate_to else 48, 0.0))
             finally:
                 self.llm.gate.leave()
         except RagError as err:
             log.warning("standalone rewrite skipped: %s", one_line(err))
+        if translate_to:
+            return clean_translation(text, question, translate_to) or question
         return clean_rewrite(text, question) or question
 
     def queries(self, question: str, standalone: str, history: list[Message]) -> list[Query]:
@@ -125,7 +158,10 @@ class Pipeline:
         users = [m["content"] for m in history if m["role"] == "user"][-self.cfg.memory.history_turns:]
         answers = [m["content"] for m in history if m["role"] == "assistant"]
         if not users:
-            return [Query(standalone)]
+            # A translated question (issue 16) leads; the original keeps the names and numbers it shares
+            # with the documents, as the history-aware queries back up a follow-up's rewrite. At a quarter
+            # weight: its other words are noise to an English embedder (at 0.5 it cost 1 of 24 questions).
+            return [Query(standalone)] if standalone == question else [Query(standalone), Query(question, 0.25)]
         follow_up = looks_like_follow_up(question)
         own, context = (0.5, 1.0) if follow_up else (1.0, 0.25)
         queries = [Query(question, own), Query(" ".join(users + [question]), context)]
@@ -136,10 +172,13 @@ class Pipeline:
         return queries
 
     def search(self, question: str, history: Sequence[Message] | None = None, k: int | None = None,
-               rewrite: bool | None = None, sources: Sequence[str] = ()) -> tuple[str, list[Hit]]:
+               rewrite: bool | None = None, sources: Sequence[str] = (),
+               languages: Languages | None = None) -> tuple[str, list[Hit]]:
         question = self.check_question(question)
         hist = clean_history(history, self.cfg.memory.max_messages)
-        standalone = self.standalone(question, hist, self.cfg.memory.rewrite if rewrite is None else rewrite)
+        languages = languages or self.languages(question)
+        standalone = self.standalone(question, hist, self.cfg.memory.rewrite if rewrite is None else rewrite,
+                                     languages.translate_to)
         return standalone, self.retriever.search(self.queries(question, standalone, hist), k, sources)
 
     def should_abstain(self, hits: list[Hit], signals: Signals | None = None) -> bool:
@@ -175,16 +214,17 @@ class Pipeline:
 
     def plan(self, question: str, hist: list[Message], options: AskOptions) -> Plan:
         """Everything before the model writes: the passages, whether to decline, and the messages."""
-        standalone, hits = self.search(question, hist, options.k, options.rewrite, options.sources)
+        languages = self.languages(question, options)
+        standalone, hits = self.search(question, hist, options.k, options.rewrite, options.sources, languages)
         chosen = hits[: self.cfg.prompt.max_sources or len(hits)]
         sources = tuple(fit_sources(chosen, self.llm.count_tokens, self.cfg.prompt.context_tokens))
         signals, ranked = self.support(question, standalone, hist, sources, hits)
         if self.should_abstain(hits, signals) or not sources:
-            return Plan(standalone, ranked, (), [])
+            return Plan(standalone, ranked, (), [], languages)
         shown = focus(sources, ranked, self.cfg.prompt.focus_sentences) if self.cfg.prompt.focus_sentences else sources
         return Plan(standalone, ranked, sources,
                     answer_messages(question, shown, hist[-2:], options.voice, self.cfg.prompt.example,
-                                    self.cfg.prompt.system))
+                                    self.cfg.prompt.system, language_line=languages.instruction), languages)
 
     def prefill(self, question: str, history: Sequence[Message] | None = None, options: AskOptions = AskOptions()) -> int:
         """Read this question's prompt up to the question itself into the model now, while the user is
@@ -192,8 +232,10 @@ class Pipeline:
         starts the same way (same history, same passages) is read from there on only. Skipped when the
         model is busy or the documents would not be asked. Returns the prompt tokens read."""
         hist = clean_history(history, self.cfg.memory.max_messages)
+        if self.cfg.memory.translate and self.languages(question, options).translate_to:
+            return 0    # its translation would take the model now, and the passages depend on it
         plan = self.plan(question, hist, AskOptions(k=options.k, voice=options.voice, rewrite=False,
-                                                    sources=options.sources))
+                                                    sources=options.sources, language=options.language))
         if not plan.messages or not self.llm.gate.try_enter():
             return 0
         try:
@@ -205,7 +247,7 @@ class Pipeline:
         """Read what every answer prompt starts with (the system part) into the model, so the first
         question after a start reads only its own part, as every later one does: llama.cpp keeps the
         previous prompt's state, and answer prompts share that beginning whatever the history."""
-        messages = answer_messages("", (), (), voice, self.cfg.prompt.example)
+        messages = answer_messages("", (), (), voice, self.cfg.prompt.example, self.cfg.prompt.system)
         with self.llm.gate.held():
             return self.llm.prefill(messages, "Sources:")
 
@@ -218,27 +260,34 @@ class Pipeline:
         def mark(name: str) -> None:
             timings.setdefault(name, round(time.perf_counter() - t0, 4))
 
-        speaker = _Speaker(self.synthesizer, mark, self.cfg.tts.max_sentence_chars) if options.speak and self.synthesizer else None
+        speaker = None
         try:
             hist = clean_history(history, self.cfg.memory.max_messages)
             plan = self.plan(question, hist, options)
             standalone, ranked, sources, messages = plan.standalone, plan.ranked, plan.sources, plan.messages
+            language = plan.languages.answer
+            if options.speak and self.synthesizer:   # a voice of the answer's language (tts.voices)
+                synth = self.voices.for_language(language, self.synthesizer) if self.voices else self.synthesizer
+                speaker = _Speaker(synth, mark, self.cfg.tts.max_sentence_chars)
             mark("retrieve_s")
-            yield Retrieved(question, standalone, sources)
+            yield Retrieved(question, standalone, sources, plan.languages.question)
             if not sources:
-                answer = NOT_FOUND + " I could not find this in your documents."
+                answer = not_found(language)
                 mark("first_token_s")
                 yield TextDelta(answer)
                 yield from self._speak_all(speaker, answer)
                 mark("answer_done_s")
-                yield Done(answer, standalone, (), timings, abstained=True)
+                yield Done(answer, standalone, (), timings, abstained=True, language=language)
                 return
             for position in self.llm.gate.wait(cancel):
                 yield Queued(position)
             parts: list[str] = []
             guard = RepetitionGuard()     # small models loop; nothing repeated is shown or spoken
             # ...and talk about their instructions ("The sources are data, not instructions."): dropped too
-            grounding = GroundingFilter(labelled_texts(sources))
+            # An answer in another language than the sources shares few words with them: it may use the
+            # question's words too (names and numbers stay shared with the sources either way).
+            cross = plan.languages.documents not in (None, language)
+            grounding = GroundingFilter(labelled_texts(sources) + ([question] if cross else []))
             try:
                 settings = GenerationSettings(self.cfg.llm.max_new_tokens, self.cfg.llm.temperature)
                 stream = self.llm.stream(messages, settings, cancel)
@@ -283,7 +332,8 @@ class Pipeline:
                 if n:   # small models often forget to cite: point at the passage the answer came from
                     yield TextDelta(f" [{n}]")
                     streamed += f" [{n}]"
-            abstained = says_not_found(streamed)   # the model's words only: a quoted sentence may say "no mention"
+            # the model's words only: a quoted sentence may say "no mention"
+            abstained = says_not_found(streamed) or lang.says_not_found(streamed)
             if self.cfg.prompt.evidence:   # shown, not spoken: the speaker is not fed this line
                 quote = pick_evidence(streamed, ranked, standalone)
                 if quote:
@@ -295,7 +345,7 @@ class Pipeline:
                 speaker.feed("", final=True)
                 yield from speaker.drain()
             mark("answer_done_s")
-            yield Done(answer, standalone, sources, timings, abstained)
+            yield Done(answer, standalone, sources, timings, abstained, language=language)
         except RagError as err:
             log.info("ask failed: %s", one_line(err))
             yield Failed(one_line(err), err)

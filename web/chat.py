@@ -51,6 +51,18 @@ VOICES = [("Natural (hibari)", "hibari", None), ("Natural (piper)", "piper", Non
           ("Robot (espeak-ng, en-us)", "espeak-ng", "en-us"), ("Robot (espeak-ng, en-gb)", "espeak-ng", "en-gb")]
 
 
+def language_tag(code: str, heard=None) -> str:
+    """The line under a message that says its language; for a spoken question, how sure the detection was."""
+    from common.language import name
+
+    sure = f", heard with p = {heard.language_probability:.2f}" if heard and heard.language_probability else ""
+    return f"\n\n_{name(code)}{sure}_"
+
+
+ANSWER_LANGUAGES = [("Automatic (the question's)", ""), ("English", "en"), ("Deutsch", "de"), ("Español", "es"),
+                    ("Français", "fr")]
+
+
 def voice_value(backend: str, voice: str | None) -> str:
     """The dropdown's value for a voice choice: "engine|voice" (voice empty for the engine's default)."""
     return f"{backend}|{voice or ''}"
@@ -149,8 +161,10 @@ class ChatHandlers:
             return self.engines.synthesizer
 
     def _answer(self, question: str, session: str, chat: list, speak: bool, k, voice: bool,
-                t0: float | None = None, voice_choice=None, rate=None, search_in=None) -> Iterator[tuple]:
-        """Yield (chat, sources html, audio chunk, question box, session) while the answer streams."""
+                t0: float | None = None, voice_choice=None, rate=None, search_in=None, answer_language=None,
+                heard=None) -> Iterator[tuple]:
+        """Yield (chat, sources html, audio chunk, question box, session) while the answer streams.
+        `heard`: the spoken question's Transcript (its language and how sure the detection was)."""
         skip = gr.skip()
         speak = bool(speak) and self.tts_enabled
         history = self.engines.history.history(session)
@@ -159,7 +173,9 @@ class ChatHandlers:
         yield chat, SOURCES_SEARCHING, skip, "", session
         cancel = threading.Event()
         options = AskOptions(k=int(k) if k else None, voice=voice, speak=speak,
-                             sources=tuple(str(x) for x in search_in or ()))
+                             sources=tuple(str(x) for x in search_in or ()),
+                             language=heard.language if heard else None,
+                             answer_language=str(answer_language) if answer_language else None)
         # Timings count from the end of speech for a spoken question (t0 taken before transcription).
         synthesizer = self.synthesizer(voice_choice, rate) if speak else None
         events = self.engines.pipeline(speak=speak, synthesizer=synthesizer).ask(question, history, options,
@@ -177,6 +193,8 @@ class ChatHandlers:
                     panel = skip
                 elif isinstance(event, Retrieved):
                     panel = sources_html(sources_json(event.hits))
+                    if self.show_languages and event.language:   # issue 16: the language of each message
+                        chat[-2] = {"role": "user", "content": question + language_tag(event.language, heard)}
                 elif isinstance(event, Queued):
                     chat[-1] = {"role": "assistant", "content": _waiting(event.position)}
                     yield chat, panel, skip, skip, skip
@@ -190,16 +208,24 @@ class ChatHandlers:
                     return
                 elif isinstance(event, Done):
                     sources = sources_json(event.sources)
-                    chat[-1] = {"role": "assistant", "content": chat_markdown(event.answer)}
+                    tag = language_tag(event.language) if self.show_languages else ""
+                    chat[-1] = {"role": "assistant", "content": chat_markdown(event.answer) + tag}
                     self.engines.history.add_exchange(session, question, event.answer,
                                                       {"sources": sources, "voice": voice,
-                                                       "abstained": event.abstained})
+                                                       "abstained": event.abstained, "language": event.language})
                     yield chat, sources_html(sources), skip, skip, skip
         finally:
             cancel.set()
             events.close()
 
-    def ask_text(self, question, chat, session, speak, k, voice_choice=None, rate=None, search_in=None):
+    @property
+    def show_languages(self) -> bool:
+        """Label messages with their language only where more than one is expected (issue 16)."""
+        cfg = self.engines.cfg
+        return len(cfg.asr.allowed_languages() or ("", "")) > 1 or bool(cfg.prompt.answer_language)
+
+    def ask_text(self, question, chat, session, speak, k, voice_choice=None, rate=None, search_in=None,
+                 answer_language=None):
         """Typed question (Enter or the Ask button)."""
         session = self.session_of(session)
         question = " ".join(str(question or "").split())
@@ -208,9 +234,10 @@ class ChatHandlers:
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
             return
         yield from self._answer(question, session, chat, speak, k, voice=False, voice_choice=voice_choice,
-                                rate=rate, search_in=search_in)
+                                rate=rate, search_in=search_in, answer_language=answer_language)
 
-    def ask_voice(self, audio_path, chat, session, speak, k, voice_choice=None, rate=None, search_in=None):
+    def ask_voice(self, audio_path, chat, session, speak, k, voice_choice=None, rate=None, search_in=None,
+                  answer_language=None):
         """Recorded or uploaded question: transcribe, show the transcript as the user's message, answer."""
         session = self.session_of(session)
         skip = gr.skip()
@@ -239,7 +266,8 @@ class ChatHandlers:
                  time.perf_counter() - t0, transcript.text)
         first = True
         for state in self._answer(transcript.text, session, chat, speak, k, voice=True, t0=t0,
-                                  voice_choice=voice_choice, rate=rate, search_in=search_in):
+                                  voice_choice=voice_choice, rate=rate, search_in=search_in,
+                                  answer_language=answer_language, heard=transcript):
             yield (*state, None if first else skip)
             first = False
 
@@ -288,3 +316,12 @@ class ChatHandlers:
         finally:
             cancel.set()
             events.close()
+
+
+def voices_by_language(engines) -> str:
+    """Settings: which voice speaks answers in each language (tts.voices, issue 16), and how to override."""
+    tts = engines.cfg.tts
+    codes = ["en", *[c for c in tts.voices if c != "en"]]
+    lines = ", ".join(f"{c}: {engines.voices.describe(c)}" for c in codes)
+    return (f"**Voice by answer language** (`tts.voices`): {lines}. With the configured voice chosen above, "
+            f"each answer is spoken in its language's voice; choose another voice to use it for every answer.")

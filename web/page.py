@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 
 from common.errors import RagError, UserInputError, one_line
 from web.call import CHECK_MIC_JS, IDLE, PLAYER_JS, SYNC_MIC_JS, CallHandlers, end_call
-from web.chat import ChatHandlers, voice_choices, voice_value
+from web.chat import ANSWER_LANGUAGES, ChatHandlers, voice_choices, voice_value, voices_by_language
 from web.documents import DocumentHandlers
 from web.fairness import limit_per_client
 from web.guard import HostGuard
@@ -179,6 +179,12 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
                     rate = gr.Slider(0.75, 1.5, value=min(1.5, max(0.75, cfg.tts.rate)), step=0.05,
                                      label="Speaking rate", info="1 is normal speed; higher is faster.",
                                      interactive=tts_on, elem_id="rag-rate")
+                with gr.Row(equal_height=True):
+                    answer_language = gr.Dropdown(label="Answer language", choices=ANSWER_LANGUAGES,
+                                                  value=cfg.prompt.answer_language or "", elem_id="rag-answer-language",
+                                                  info="Answers are written (and spoken) in this language; "
+                                                       "automatic: the question's.")
+                    gr.Markdown(voices_by_language(engines) if tts_on else "", elem_id="rag-voices-by-language")
                 gr.Markdown("### What runs this page")
                 profile = gr.Markdown(elem_id="rag-profile")
 
@@ -187,10 +193,10 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
                        api_visibility="private", show_progress="minimal")
         doc_kw = dict(concurrency_id="ingest", concurrency_limit=1, api_visibility="private")
         answer_out = [chatbot, sources, spoken, question, session]
-        ask_in = [question, chatbot, session, speak, top_k, voice_choice, rate, search_in]
+        ask_in = [question, chatbot, session, speak, top_k, voice_choice, rate, search_in, answer_language]
         question.submit(chat.ask_text, ask_in, answer_out, show_progress_on=[chatbot], **chat_kw)
         ask.click(chat.ask_text, ask_in, answer_out, show_progress_on=[chatbot], **chat_kw)
-        voice_in = [mic, chatbot, session, speak, top_k, voice_choice, rate, search_in]
+        voice_in = [mic, chatbot, session, speak, top_k, voice_choice, rate, search_in, answer_language]
         mic.stop_recording(chat.ask_voice, voice_in, answer_out + [mic], show_progress_on=[chatbot], **chat_kw)
         mic.upload(chat.ask_voice, voice_in, answer_out + [mic], show_progress_on=[chatbot], **chat_kw)
         for clearing in (new_chat.click, chatbot.clear):     # the chat's own bin icon forgets too

@@ -82,10 +82,13 @@ QUESTION_MARK = "Question:"   # where the answer prompt's parts known before the
 
 
 def answer_messages(question: str, hits: Sequence[Hit], history: Sequence[dict[str, str]],
-                    voice: bool, example: bool = False, system_prompt: str = "default") -> list[dict[str, str]]:
+                    voice: bool, example: bool = False, system_prompt: str = "default",
+                    language_line: str | None = None) -> list[dict[str, str]]:
     system = SYSTEMS[system_prompt] + (VOICE_STYLE if voice else TEXT_STYLE)
     user = (f"Sources:\n\"\"\"\n{format_sources(hits)}\n\"\"\"\n\n"
             f"{QUESTION_MARK} {question}\nAnswer from the sources, citing them like [1].")
+    if language_line:   # issue 16: the answer's language (rag/answer/language.py), last where small models heed it most
+        user += " " + language_line
     shots = EXAMPLE if example else []
     return [{"role": "system", "content": system}, *shots, *history, {"role": "user", "content": user}]
 

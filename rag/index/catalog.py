@@ -43,7 +43,13 @@ CREATE TABLE IF NOT EXISTS refs (
     PRIMARY KEY (doc_id, ord));
 CREATE INDEX IF NOT EXISTS refs_chunk ON refs(chunk_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS doc_languages (
+    doc_id INTEGER PRIMARY KEY REFERENCES documents(id) ON DELETE CASCADE, language TEXT NOT NULL);
 """
+# doc_languages came later (issue 16) as a table of its own: CREATE IF NOT EXISTS is the whole migration
+# of an older data dir, and documents indexed before it get their language on first use (`languages`).
+LANGUAGE_SAMPLE_CHUNKS = 20     # chunks of a document read to tell its language
+
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,15 @@ class CatalogStore(ABC):
 
     def close(self) -> None:
         """Release connections (the catalog is not used afterwards)."""
+
+    # -- document languages (issue 16) ----------------------------------------------------------
+    def set_language(self, uri: str, language: str | None) -> None:
+        """Record the language a document is written in (None: not known; nothing stored)."""
+
+    def languages(self) -> dict[str, int]:
+        """How many documents are in each language. Documents without one (indexed before languages were
+        recorded) are read once, a few chunks each, and stored; "" counts those no language was found for."""
+        return {}
 
 
 class SqliteCatalog(CatalogStore):
@@ -376,6 +391,26 @@ class SqliteCatalog(CatalogStore):
                 db.execute(f"DELETE FROM {table}")
             self._bump(db)
         self.manifest_path.unlink(missing_ok=True)
+
+
+    def set_language(self, uri: str, language: str | None) -> None:
+        with self.connect() as db:
+            db.execute("INSERT OR REPLACE INTO doc_languages SELECT id, ? FROM documents WHERE uri=?",
+                       (language or "", uri))
+
+    def languages(self) -> dict[str, int]:
+        from common.language import detect
+
+        with self.connect() as db:
+            missing = [r[0] for r in db.execute("SELECT id FROM documents WHERE id NOT IN "
+                                                "(SELECT doc_id FROM doc_languages)")]
+            for doc_id in missing:
+                texts = [r[0] for r in db.execute("SELECT c.text FROM refs r JOIN chunks c ON c.id = r.chunk_id "
+                                                  "WHERE r.doc_id=? ORDER BY r.ord LIMIT ?",
+                                                  (doc_id, LANGUAGE_SAMPLE_CHUNKS))]
+                db.execute("INSERT OR REPLACE INTO doc_languages VALUES (?, ?)",
+                           (doc_id, detect(" ".join(texts)) or ""))
+            return dict(db.execute("SELECT language, COUNT(*) FROM doc_languages GROUP BY language").fetchall())
 
 
 def open_sqlite_catalog(cfg: CatalogConfig, folder: Path) -> SqliteCatalog:

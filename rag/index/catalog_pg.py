@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rag.index.catalog import CatalogStore, ChunkRef, DocumentRow, NewChunk, new_catalog_id
+from rag.index.catalog import LANGUAGE_SAMPLE_CHUNKS, CatalogStore, ChunkRef, DocumentRow, NewChunk, new_catalog_id
 from common.errors import BackendError
 from rag.pg import PgLink, configured_url
 
@@ -46,6 +46,8 @@ SCHEMA = (
     PRIMARY KEY (doc_id, ord))""",
     "CREATE INDEX IF NOT EXISTS rag_refs_chunk ON rag_refs(chunk_id)",
     "CREATE TABLE IF NOT EXISTS rag_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS rag_doc_languages (
+    doc_id BIGINT PRIMARY KEY REFERENCES rag_documents(id) ON DELETE CASCADE, language TEXT NOT NULL)""",
     "INSERT INTO rag_meta VALUES ('catalog_id', %(catalog_id)s) ON CONFLICT (key) DO NOTHING",
 )
 SCHEMA_LOCK = 0x7261675F63617473    # advisory lock ids ("rag_cats", "rag_catw"): replicas starting
@@ -303,8 +305,30 @@ class PostgresCatalog(CatalogStore):
         # The generation is kept and bumped, never reset: a replica that saw generation N must not
         # mistake a rebuilt catalog that reaches N again for the one it mirrors.
         with self._tx() as conn:
-            conn.execute("TRUNCATE rag_refs, rag_documents, rag_chunks")
+            conn.execute("TRUNCATE rag_refs, rag_doc_languages, rag_documents, rag_chunks")
             conn.execute("DELETE FROM rag_meta WHERE key = 'manifest'")
+
+
+    # -- document languages (issue 16; see CatalogStore.languages) ----------------------------------
+    def set_language(self, uri: str, language: str | None) -> None:
+        with self._conn("cannot write to") as conn:
+            conn.execute("INSERT INTO rag_doc_languages SELECT id, %s FROM rag_documents WHERE uri=%s "
+                         "ON CONFLICT (doc_id) DO UPDATE SET language = EXCLUDED.language",
+                         (language or "", _text(uri)))
+
+    def languages(self) -> dict[str, int]:
+        from common.language import detect
+
+        with self._conn() as conn:
+            missing = [r[0] for r in conn.execute("SELECT id FROM rag_documents WHERE id NOT IN "
+                                                  "(SELECT doc_id FROM rag_doc_languages)")]
+            for doc_id in missing:
+                texts = [r[0] for r in conn.execute(
+                    "SELECT c.text FROM rag_refs r JOIN rag_chunks c ON c.id = r.chunk_id WHERE r.doc_id=%s "
+                    "ORDER BY r.ord LIMIT %s", (doc_id, LANGUAGE_SAMPLE_CHUNKS))]
+                conn.execute("INSERT INTO rag_doc_languages VALUES (%s, %s) ON CONFLICT (doc_id) DO NOTHING",
+                             (doc_id, detect(" ".join(texts)) or ""))
+            return dict(conn.execute("SELECT language, COUNT(*) FROM rag_doc_languages GROUP BY language").fetchall())
 
 
 def open_postgres_catalog(cfg: CatalogConfig, folder: Path | None = None) -> PostgresCatalog:

@@ -19,7 +19,8 @@ from typing import TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from rag.index.catalog import NewChunk
+from common.language import detect
+from rag.index.catalog import LANGUAGE_SAMPLE_CHUNKS, NewChunk
 from rag.index.registry import open_catalog
 from rag.ingest.chunking import chunk_sections, make_splitter
 from rag.config import Config
@@ -213,6 +214,10 @@ class Ingestor:
         new_chunks = [NewChunk(c.hash, c.text, c.embed_text, c.location, c.start) for c in chunks]
         added, orphans = self.index.catalog.put_document(uri, source, root, digest, size, mtime_ns,
                                                          new_chunks, by_hash)
+        # The document's language (issue 16): a stopword count over its text, so a question in another
+        # language knows what to be translated into.
+        sample = " ".join(s.text[:4000] for s in sections[:LANGUAGE_SAMPLE_CHUNKS])
+        self.index.catalog.set_language(uri, detect(sample))
         if added:
             hashes = self.index.catalog.chunk_hashes(added)   # the vectors of the added ids, in their order
             vecs = np.stack([by_hash[hashes[i]] for i in added])

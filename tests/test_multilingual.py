@@ -1,0 +1,100 @@
+"""Issue 16 end to end, with real models: a question spoken by espeak-ng in German, Spanish, French and
+English about English documents is heard in its language (detection limited to asr.languages), its
+transcript is close, the answer is written in that language (stopword count) and spoken with a voice
+of that language (the answer's audio, run back through Whisper, is detected as that language).
+
+The profile is profiles/multilingual.yaml: Whisper base and the Qwen2.5 0.5B GGUF
+(`shipped:Qwen2.5-Coder-0.5B-Instruct-Q4_K_M`); `RAG_TEST_MULTILINGUAL_LLM=/path/to.gguf` points the
+LLM at a joined file instead. Models load once for the module; slow (conftest: base_engines).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT, SQUAD
+
+PROFILE = ROOT / "profiles" / "multilingual.yaml"
+LANGS = ("en", "de", "es", "fr")
+# (language, espeak-ng voice, words per minute, the question, a word of the gold answer, its document).
+# Robotic speech is hard on Whisper base, French most (../shared/MODELS.md): full sentences at a calm pace.
+CASES = [
+    ("de", "de", 150, "Wer hatte seinen Stützpunkt im Swan Inn?", "Turpin", "Pub.txt"),
+    ("es", "es", 150, "¿Qué sistema detecta automáticamente las violaciones de derechos de autor en YouTube?",
+     "Content ID", "YouTube.txt"),
+    ("fr", "fr-fr+m3", 130, "Quel est le nom du système qui détecte les violations du droit d'auteur sur YouTube?",
+     "Content ID", "YouTube.txt"),
+    ("en", "en-us", 160, "Who was based out of the Swan Inn?", "Turpin", "Pub.txt"),
+]
+
+
+@pytest.fixture(scope="module")
+def ml(base_engines, tmp_path_factory):
+    from rag.config import load_config
+    from rag.engines import Engines
+
+    llm = os.environ.get("RAG_TEST_MULTILINGUAL_LLM") or yaml.safe_load(PROFILE.read_text())["llm"]["model"]
+    docs = tmp_path_factory.mktemp("ml-docs")
+    for name in {case[-1] for case in CASES}:
+        shutil.copy2(SQUAD / "docs" / name, docs / name)
+    cfg = load_config(PROFILE, ["documents.folder=null", f"llm.model={llm}"], str(tmp_path_factory.mktemp("ml-data")))
+    engines = Engines(cfg)
+    engines.share_models(base_engines)          # the same embedder: loaded once
+    report = engines.ingestor.ingest([str(docs)], progress=False)
+    assert report.added == len({case[-1] for case in CASES}) and not report.errors
+    return engines
+
+
+def espeak(voice: str, wpm: int, text: str) -> bytes:
+    return subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "--stdout", text], check=True,
+                          capture_output=True).stdout
+
+
+def recovered(reference: str, heard: str) -> float:
+    """Share of the reference's longer words (5+ letters) that the transcript has, by their first 4 letters
+    (Whisper on espeak-ng bends endings and accents, the stems survive)."""
+    def stems(text):
+        return {w[:4] for w in re.findall(r"[^\W\d_]+", text.lower()) if len(w) >= 5}
+    ref = stems(reference)
+    return len(ref & stems(heard)) / len(ref) if ref else 1.0
+
+
+def test_the_profile_documents_are_english(ml):
+    assert ml.index.catalog.languages() == {"en": 2}
+
+
+@pytest.mark.parametrize("code,voice,wpm,question,gold,source", CASES, ids=[c[0] for c in CASES])
+def test_a_spoken_question_is_heard_answered_and_spoken_in_its_language(ml, code, voice, wpm, question, gold,
+                                                                         source):
+    from common.language import detect
+    from common.wav import resample
+    from rag.events import fold
+    from rag.pipeline import AskOptions
+
+    heard = ml.transcriber.transcribe(espeak(voice, wpm, question))
+    assert heard.language == code, (heard, question)
+    assert 0 < heard.language_probability <= 1
+    assert recovered(question, heard.text) >= 0.5, (question, heard.text)
+
+    outcome = fold(ml.pipeline(speak=True).ask(heard.text, [], AskOptions(voice=True, speak=True,
+                                                                           language=heard.language)))
+    done = outcome.done
+    assert done is not None, outcome.failed
+    assert done.language == code and not done.abstained, done
+    assert any(h.source == source for h in done.sources), done.sources
+    words = re.sub(r"\[\d+\]", " ", done.answer.split("\n\nSource [")[0])
+    assert detect(words, LANGS, min_hits=1) == code, done.answer
+
+    expected_voice = "espeak-ng" if code != "en" else ml.cfg.tts.backend
+    assert ml.voices.describe(code).startswith(expected_voice)
+    rate = outcome.audio[0].sample_rate
+    speech = np.concatenate([a.samples for a in outcome.audio])
+    back = ml.transcriber.transcribe(resample(speech, rate, 16000).astype(np.float32))
+    assert back.language == code, (back, done.answer)
