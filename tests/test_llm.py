@@ -275,6 +275,25 @@ def test_prefill_goes_to_the_context_that_holds_the_prompt(llama):
     assert llama.prefill(other, "Question:") == 1
 
 
+def test_a_different_short_prompt_does_not_evict_the_answer_prompt(llama):
+    """The answer prompt's start read ahead into one context survives a prompt of another kind (the
+    follow-up rewrite): that goes to the other context, so the answer still reads only its own part."""
+    from rag.answer.prompt import rewrite_messages
+
+    for ctx in llama.contexts:
+        ctx.reset()
+    first = ask("The library opens at nine.", "When does it open?")
+    assert llama.prefill(first, "Question:") > 3
+    held = {id(c): c.n_tokens for c in llama.contexts}
+    rewrite = rewrite_messages("When was it built?", [{"role": "user", "content": "Tell me about the bridge."},
+                                                      {"role": "assistant", "content": "It is old."}])
+    with llama.gate.held():
+        "".join(llama.stream(rewrite, GenerationSettings(8, 0.0)))
+    kept = [c for c in llama.contexts if c.n_tokens == held[id(c)] and c.n_tokens > 3]
+    assert len(kept) == 1                                           # the read-ahead is still there...
+    assert llama.prefill(first, "Question:") == 1                   # ...and is found again
+
+
 def test_a_full_queue_is_busy_and_a_long_wait_times_out(cache_dir):
     model = LlamaCppModel(LLMConfig(backend="llamacpp", n_ctx=512, n_threads=1, max_waiting=1, wait_timeout_s=0.5,
                                     contexts=1), cache_dir)

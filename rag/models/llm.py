@@ -206,7 +206,7 @@ class LlamaCppModel(ChatModel):
         with self._free_lock:
             if not self._free:
                 raise BackendError("no free llama.cpp context (a caller did not hold the gate)")
-            best = max(self._free, key=lambda llm: _shared_prefix(llm, tokens) if tokens else 0)
+            best = max(self._free, key=lambda llm: _keep_score(llm, tokens) if tokens else 0)
             self._free.remove(best)
         try:
             yield best
@@ -276,6 +276,15 @@ class LlamaCppModel(ChatModel):
             template=self.llm.metadata["tokenizer.chat_template"],
             eos_token=self.llm._model.token_get_text(eos) if eos != -1 else "",
             bos_token=self.llm._model.token_get_text(bos) if bos != -1 else "", stop_token_ids=[eos])
+
+
+def _keep_score(llm, tokens: list[int]) -> float:
+    """What taking this context saves, less what it throws away: the shared start is not read again,
+    the rest of its cached prompt is lost for a later request. A short prompt of another kind (the
+    follow-up rewrite shares only the chat template's first tokens) thus goes to an empty context
+    instead of evicting the answer prompt's system part that the next answer would reuse."""
+    shared = _shared_prefix(llm, tokens)
+    return shared - 0.5 * (llm.n_tokens - shared)
 
 
 def _shared_prefix(llm, tokens: list[int]) -> int:
