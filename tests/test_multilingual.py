@@ -21,6 +21,7 @@ import yaml
 
 from conftest import ROOT, SQUAD
 
+pytestmark = pytest.mark.slow     # Whisper base and a 0.5B LLM: about a minute
 PROFILE = ROOT / "profiles" / "multilingual.yaml"
 LANGS = ("en", "de", "es", "fr")
 # (language, espeak-ng voice, words per minute, the question, its document): hand-translated squad-train
@@ -106,7 +107,7 @@ def test_a_spoken_question_is_heard_answered_and_spoken_in_its_language(ml, code
     assert back.language == code, (back, done.answer)
 
 
-def test_most_spoken_questions_reach_their_document():
+def test_most_spoken_questions_reach_their_document(ml):
     """A garbled transcript (espeak-ng German is the hardest for Whisper base) may be declined, in the
     asker's language, as the test above checks (and the 0.5B model declines some answerable questions:
     bench multilingual measures that); most must still bring their document to the model."""
