@@ -38,14 +38,20 @@ def found(hits, answers) -> bool:
 
 
 def answer_words(answer: str) -> str:
-    """The model's own words: without the verbatim evidence quote and the [n] citations."""
-    return re.sub(r"\[\d+\]", " ", _EVIDENCE.sub("", answer))
+    """The model's own words: without the verbatim evidence quote, the [n] citations and what it quotes
+    from the sources in quotation marks (verbatim source text stays in the source's language)."""
+    return re.sub(r"\[\d+\]|\"[^\"]*\"|“[^”]*”", " ", _EVIDENCE.sub("", answer))
 
 
-def overrides() -> list[str]:
+def models() -> list[str]:
+    """The LLMs to measure: the profile's, or BENCH_MULTILINGUAL_LLM (several: comma-separated)."""
+    profile = yaml.safe_load(PROFILE.read_text(encoding="utf-8"))
+    return [m.strip() for m in (os.environ.get("BENCH_MULTILINGUAL_LLM") or profile["llm"]["model"]).split(",")]
+
+
+def overrides(llm: str) -> list[str]:
     """The profile's settings that matter here, over the default profile's index (same embedder, chunks)."""
     profile = yaml.safe_load(PROFILE.read_text(encoding="utf-8"))
-    llm = os.environ.get("BENCH_MULTILINGUAL_LLM") or profile["llm"]["model"]
     langs = ",".join(profile["asr"]["languages"])
     return [f"llm.model={llm}", f"asr.languages=[{langs}]", "memory.translate=true",
             f"prompt.max_sources={profile['prompt']['max_sources']}"]
@@ -61,10 +67,6 @@ def pick(items: list[dict], per_language: int | None) -> list[dict]:
 
 
 def run(ctx: Context) -> Section:
-    from common.language import detect
-    from rag.pipeline import AskOptions, Pipeline
-    from rag.events import fold
-
     questions = pick(read_jsonl(EVAL), 2 if ctx.quick else None)
     ev = squad(ctx, quick_docs=0)          # all 40 documents: the full run searches among all of them
     if ctx.quick:                           # only the documents these questions are about
@@ -74,7 +76,21 @@ def run(ctx: Context) -> Section:
             shutil.copy2(ev.docs / name, folder / "docs" / name)
         ev = Eval(folder)
     data = copy_index(squad_index(ctx, ev), ctx, "multilingual")
-    extra = overrides() + (["llm.max_new_tokens=48"] if ctx.quick else [])
+    tables, notes, figures = [], [], {}
+    for llm in models():
+        t, n, f = measure(ctx, questions, data, llm)
+        tables += t
+        notes += n
+        figures[Path(llm).name] = f
+    return Section("multilingual", "Questions in other languages (issue 16)", tables, notes, figures=figures)
+
+
+def measure(ctx: Context, questions: list[dict], data: Path, llm: str) -> tuple[list[Table], list[str], dict]:
+    from common.language import detect
+    from rag.events import fold
+    from rag.pipeline import AskOptions, Pipeline
+
+    extra = overrides(llm) + (["llm.max_new_tokens=48"] if ctx.quick else [])
     eng = engines(data, *extra)
     pipeline = eng.pipeline()
     k = 5
@@ -96,7 +112,7 @@ def run(ctx: Context) -> Section:
         retrieval.add(code, len(rows), *(sum(col[i] for i in rows) / len(rows)
                                           for col in (english, untranslated, translated)))
 
-    answers = Table("Answers in the asker's language (stopword count on the model's words, evidence quote "
+    answers = Table(f"Answers in the asker's language, LLM {Path(llm).name} (stopword count on the model's words, evidence quote "
                     "left out)", ["language", "questions", "in that language", "declined", "gold answer in it"])
     right, declined, gold, samples = [], [], [], []
     t = time.perf_counter()
@@ -116,10 +132,10 @@ def run(ctx: Context) -> Section:
     en_recall, x_recall = sum(english) / len(english), sum(translated) / len(translated)
     ratio = x_recall / en_recall if en_recall else 0.0
     in_language = sum(right) / len(right)
-    notes = [target("cross-language answer-recall@5 / English", ratio, 0.85, True),
-             target("answers in the question's language", in_language, 0.9, True),
+    name = Path(llm).name
+    notes = [target(f"cross-language answer-recall@5 / English ({name})", ratio, 0.85, True),
+             target(f"answers in the question's language ({name})", in_language, 0.9, True),
              f"Per question: translate + search {fmt(per_search)} s, whole answer {fmt(per_answer)} s ({load_now()}).",
              "Samples: " + " | ".join(samples[:: max(1, len(samples) // 6)])]
-    return Section("multilingual", "Questions in other languages (issue 16)", [retrieval, answers], notes,
-                   figures={"recall_en": en_recall, "recall_translated": x_recall, "ratio": ratio,
-                            "in_language": in_language})
+    return [retrieval, answers], notes, {"recall_en": en_recall, "recall_translated": x_recall, "ratio": ratio,
+                                         "in_language": in_language}

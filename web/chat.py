@@ -139,6 +139,9 @@ class ChatHandlers:
         chat, sources = [], None
         for m in self.engines.history.messages(session):
             shown = chat_markdown(m["content"]) if m["role"] == "assistant" else m["content"]
+            code = (m.get("extra") or {}).get("language")
+            if code and m["role"] == "assistant" and self.show_languages:   # the answer's language, as shown live
+                shown += language_tag(code)
             chat.append({"role": m["role"], "content": shown})
             if m["role"] == "assistant":
                 sources = (m.get("extra") or {}).get("sources")
