@@ -94,9 +94,15 @@ class Pipeline:
         self.llm = llm
         self.synthesizer = synthesizer
         # The server's shared memory of sentence vectors (Engines.sentence_vectors), or one of our own.
-        self.sentence_vectors = sentence_vectors or (SentenceVectors(retriever.index.embedder.embed)
-                                                     if retriever is not None else None)
+        self._sentence_vectors = sentence_vectors
         self._documents_language: tuple[int, str | None] = (-1, None)   # (catalog generation, language)
+
+    @property
+    def sentence_vectors(self) -> SentenceVectors:
+        """The server's shared memory of sentence vectors (Engines.sentence_vectors), or one of our own."""
+        if self._sentence_vectors is None:
+            self._sentence_vectors = SentenceVectors(self.retriever.index.embedder.embed)
+        return self._sentence_vectors
 
     # -- question -> passages -------------------------------------------------------------------
     def check_question(self, question: str) -> str:
