@@ -225,16 +225,6 @@ WHISPER_BASE_SIZE = 145_217_532   # the rebuilt model.bin = Systran/faster-whisp
 WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def whisper_base(cache_dir: Path) -> Path:
     """A folder faster-whisper loads: model.bin joined once from the two parts into `cache_dir`, checked
     for size and SHA-256 before it is used (the packages come from an unknown publisher: trust the bytes,
