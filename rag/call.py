@@ -151,6 +151,8 @@ class Call:
         self._partial: Future | None = None
         self._llm_side = ThreadPoolExecutor(1, thread_name_prefix="call-prefill")
         self._prefilling: Future | None = None
+        self._stop_prefill = threading.Event()   # set at a pause: the read-ahead gives the model back
+        self._ahead = None                       # the last read-ahead's Plan (rag/pipeline.py), for this turn
         self._last_partial = 0.0
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
@@ -188,6 +190,7 @@ class Call:
             if isinstance(event, SpeechStarted):
                 self._on_speech(event.at_s)
             elif isinstance(event, Paused):
+                self._stop_prefill.set()        # the answer may start in this pause: it needs the model
                 self._guess = (event.at_s, self._asr.submit(self._transcribe, event.audio))
             elif isinstance(event, Resumed):
                 self._guess = None
@@ -216,12 +219,14 @@ class Call:
         except NoSpeechError:
             return ""
 
-    def _prefill(self, words: str) -> int:
+    def _prefill(self, words: str) -> None:
         try:
-            return self.pipeline.prefill(words, self.history, AskOptions(voice=True))
+            plan = self.pipeline.prefill(words, self.history, AskOptions(voice=True), cancel=self._stop_prefill)
         except RagError as err:            # reading ahead is an optimisation: the answer will say what is wrong
             log.info("prefill skipped: %s", one_line(err))
-            return 0
+            return
+        if plan is not None:
+            self._ahead = plan
 
     def _maybe_partial(self, now: float) -> None:
         """The words so far (for the page), and with them the answer's prompt read ahead of time
@@ -231,7 +236,9 @@ class Call:
         if self._partial is not None and self._partial.done():
             if text := self._partial.result():
                 self.events.put(CallEvent("heard", self._turns + 1, text))
-                if self.read_ahead and self._current is None and self._spec is None:   # the model is free
+                if (self.read_ahead and self._current is None and self._spec is None   # the model is free
+                        and self.detector.silent_for_s == 0):                           # and not in a pause
+                    self._stop_prefill = threading.Event()
                     self._prefilling = self._llm_side.submit(self._prefill, text)
             self._partial = None
         if self._partial is None and now - self._last_partial >= self.partial_every_s:
@@ -290,7 +297,8 @@ class Call:
         self._cancel = cancel
         with self._lock:
             self._current, self._played, self._play_end = record, [], 0.0
-        self._worker = threading.Thread(target=self._answer, args=(record, audio, guess, cancel, hold),
+        ahead = self._ahead if self.read_ahead else None      # this turn's words so far, read ahead
+        self._worker = threading.Thread(target=self._answer, args=(record, audio, guess, cancel, hold, ahead),
                                         name=f"call-turn-{record.turn}", daemon=True)
         self._worker.start()
 
@@ -298,7 +306,7 @@ class Call:
         self._partial = None                    # words so far of this turn: not the next one's
         spec = self._spec
         if spec is not None and spec.end_s == turn.end_s and not turn.cut:    # it guessed right: show it
-            self._spec, self._guess = None, None
+            self._spec, self._guess, self._ahead = None, None, None
             self._turns += 1
             spec.record.timings["turn_end_s"] = self.now()
             self.events.put(CallEvent("state", spec.record.turn, "thinking"))
@@ -322,8 +330,10 @@ class Call:
         record = TurnRecord(self._turns, turn.start_s, turn.end_s, timings={"turn_end_s": self.now()})
         self.events.put(CallEvent("state", record.turn, "thinking"))
         self._start(record, turn.audio, guess, threading.Event(), _Hold())
+        self._ahead = None
 
-    def _answer(self, record: TurnRecord, audio, guess: Future | None, cancel: threading.Event, hold: _Hold) -> None:
+    def _answer(self, record: TurnRecord, audio, guess: Future | None, cancel: threading.Event, hold: _Hold,
+                ahead=None) -> None:
         """Transcribe (unless the pause already did), answer, speak. Everything the user sees or hears
         goes through `hold`, and is timed when it is shown: a speculative answer's first token counts
         from when the turn ended, not from when it was computed."""
@@ -342,7 +352,7 @@ class Call:
                 return
             hold.out(lambda: show_question(text))
             options = AskOptions(voice=True, speak=self.speak)
-            for event in self.pipeline.ask(text, self.history, options, cancel=cancel):
+            for event in self.pipeline.ask(text, self.history, options, cancel=cancel, ahead=ahead):
                 if cancel.is_set() and not hold.open.is_set():
                     return                      # a speculation the user talked over: nothing to show
                 if isinstance(event, TextDelta):

@@ -97,6 +97,9 @@ class LLMConfig(Section):
     # 13 s against 5.4 s for 1 thread (bench/RESULTS.md, "Generation"), so 1 is the safe default.
     n_threads: int = Field(1, ge=1)
     n_threads_batch: int = Field(1, ge=1)
+    # Prompt reading when this is the only answer being written and no other task on the machine wants a
+    # core (common/cpu.py): 2 threads read ~1.8x faster then, and slower than 1 when a core is busy.
+    n_threads_batch_idle: int = Field(2, ge=1)
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0)
     # transformers: cpu; auto (the plan's GPUs, else the CPU); cuda (all GPUs, which must exist); cuda:N (one).

@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from common import language as lang
 from rag.answer.abstain import Signals, coverage, decide, question_terms
@@ -83,6 +83,23 @@ class Plan:
     sources: tuple[Hit, ...]           # empty: decline
     messages: list[Message]
     languages: Languages = Languages(None, None, "en")
+    shown: tuple[Hit, ...] = ()        # the sources as the prompt shows them (cut to their best sentences)
+    history: tuple[tuple[str, str], ...] = ()   # the turns the prompt holds before the question
+    read: int = 0                      # prompt tokens a read-ahead (Pipeline.prefill) read into the model
+
+
+def agrees(ahead: Plan | None, sources: Sequence[Hit], ranked: Sequence[Sentence],
+           history: tuple[tuple[str, str], ...], best: int) -> bool:
+    """May the answer keep the prompt a read-ahead built from the user's words so far (and the model has
+    already read)? Only when nothing the model would be shown changes in substance: the same history, the
+    same passages (in any order), and the whole question's `best` sentences all among those the
+    read-ahead shows (it picked them for the partial words)."""
+    if ahead is None or not ahead.shown or ahead.history != history:
+        return False
+    if {h.chunk_id for h in ahead.sources} != {h.chunk_id for h in sources} or len(ahead.sources) != len(sources):
+        return False
+    shown = {h.chunk_id: h.text for h in ahead.shown}
+    return all(s.text in shown.get(sources[s.source - 1].chunk_id, "") for s in ranked[:best])
 
 
 class Pipeline:
@@ -218,8 +235,9 @@ class Pipeline:
             weighted = coverage(asked, labelled, self.retriever.index.idf(question_terms(asked)))
         return Signals(dense, support(ranked), share, weighted), ranked
 
-    def plan(self, question: str, hist: list[Message], options: AskOptions) -> Plan:
-        """Everything before the model writes: the passages, whether to decline, and the messages."""
+    def plan(self, question: str, hist: list[Message], options: AskOptions, ahead: Plan | None = None) -> Plan:
+        """Everything before the model writes: the passages, whether to decline, and the messages.
+        `ahead`: the plan a read-ahead made from the words so far; its prompt is kept when it `agrees`."""
         languages = self.languages(question, options)
         standalone, hits = self.search(question, hist, options.k, options.rewrite, options.sources, languages)
         chosen = hits[: self.cfg.prompt.max_sources or len(hits)]
@@ -227,25 +245,38 @@ class Pipeline:
         signals, ranked = self.support(question, standalone, hist, sources, hits)
         if self.should_abstain(hits, signals) or not sources:
             return Plan(standalone, ranked, (), [], languages)
-        shown = focus(sources, ranked, self.cfg.prompt.focus_sentences) if self.cfg.prompt.focus_sentences else sources
+        recent = tuple((m["role"], m["content"]) for m in hist[-2:])
+        if agrees(ahead, sources, ranked, recent, self.cfg.prompt.focus_sentences or 0):
+            # The passages in the read-ahead's order and cut: the model has read them already. `ranked`
+            # numbers the passages, so it is ranked again in that order (cheap: the vectors are cached).
+            sources, shown = ahead.sources, ahead.shown
+            signals, ranked = self.support(question, standalone, hist, sources, hits)
+            log.info("read-ahead kept: %d prompt tokens already read", ahead.read)
+        else:
+            shown = tuple(focus(sources, ranked, self.cfg.prompt.focus_sentences)
+                          if self.cfg.prompt.focus_sentences else sources)
         return Plan(standalone, ranked, sources,
                     answer_messages(question, shown, hist[-2:], options.voice, self.cfg.prompt.example,
-                                    self.cfg.prompt.system, language_line=languages.instruction), languages)
+                                    self.cfg.prompt.system, language_line=languages.instruction), languages,
+                    shown, recent)
 
-    def prefill(self, question: str, history: Sequence[Message] | None = None, options: AskOptions = AskOptions()) -> int:
+    def prefill(self, question: str, history: Sequence[Message] | None = None, options: AskOptions = AskOptions(),
+                cancel: threading.Event | None = None) -> Plan | None:
         """Read this question's prompt up to the question itself into the model now, while the user is
         still speaking (`question`: their words so far). When the whole question comes, a prompt that
-        starts the same way (same history, same passages) is read from there on only. Skipped when the
-        model is busy or the documents would not be asked. Returns the prompt tokens read."""
+        starts the same way (same history, same passages) is read from there on only; pass the plan
+        returned here to `ask(ahead=...)` to keep it when the whole question's passages agree. Skipped
+        (None) when the model is busy or the documents would not be asked; `cancel` stops the reading
+        within a few dozen tokens (what was read stays). `Plan.read`: the prompt tokens read."""
         hist = clean_history(history, self.cfg.memory.max_messages)
         if self.cfg.memory.translate and self.languages(question, options).translate_to:
-            return 0    # its translation would take the model now, and the passages depend on it
+            return None    # its translation would take the model now, and the passages depend on it
         plan = self.plan(question, hist, AskOptions(k=options.k, voice=options.voice, rewrite=False,
                                                     sources=options.sources, language=options.language))
         if not plan.messages or not self.llm.gate.try_enter():
-            return 0
+            return None
         try:
-            return self.llm.prefill(plan.messages, QUESTION_MARK)
+            return replace(plan, read=self.llm.prefill(plan.messages, QUESTION_MARK, cancel))
         finally:
             self.llm.gate.leave()
 
@@ -259,7 +290,8 @@ class Pipeline:
 
     # -- the whole answer ------------------------------------------------------------------------
     def ask(self, question: str, history: Sequence[Message] | None = None, options: AskOptions = AskOptions(),
-            cancel: threading.Event | None = None, t0: float | None = None) -> Iterator[Event]:
+            cancel: threading.Event | None = None, t0: float | None = None,
+            ahead: Plan | None = None) -> Iterator[Event]:
         t0 = time.perf_counter() if t0 is None else t0
         timings: dict[str, float] = {}
 
@@ -269,7 +301,7 @@ class Pipeline:
         speaker = None
         try:
             hist = clean_history(history, self.cfg.memory.max_messages)
-            plan = self.plan(question, hist, options)
+            plan = self.plan(question, hist, options, ahead)
             standalone, ranked, sources, messages = plan.standalone, plan.ranked, plan.sources, plan.messages
             language = plan.languages.answer
             if options.speak and self.synthesizer:   # a voice of the answer's language (tts.voices)

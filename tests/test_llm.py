@@ -351,3 +351,25 @@ def test_fold_system_for_templates_without_a_system_role():
     assert [m["role"] for m in folded] == ["user"]
     assert folded[0]["content"].startswith("Answer from the context only.\n\nContext: The mayor")
     assert MAYOR[0]["role"] == "system"        # the caller's list is not changed
+
+
+def test_a_lone_prompt_is_read_with_more_threads_only_when_no_other_task_wants_a_core(llama, monkeypatch):
+    """n_threads_batch_idle: 2 threads read a prompt ~1.8x faster on an idle 2-core machine and slower
+    than 1 when a core is busy, so the count is chosen per request; the same answer either way."""
+    import rag.models.llm as llm_module
+
+    busy = {"others": 1}
+    monkeypatch.setattr(llm_module, "runnable_others", lambda: busy["others"])
+    with llama.gate.held():
+        one = "".join(llama.stream(MAYOR, GREEDY))
+    assert {getattr(c, "_prompt_threads", None) for c in llama.contexts} - {None} == {1}
+    busy["others"] = 0
+    for ctx in llama.contexts:
+        ctx.reset()
+    with llama.gate.held():
+        two = "".join(llama.stream(MAYOR, GREEDY))
+    assert 2 in {getattr(c, "_prompt_threads", None) for c in llama.contexts}
+    assert one == two and "Helen" in two
+    # Two answers at once: neither takes a second core, idle or not.
+    with llama._context(None) as first, llama._context(None) as second:
+        assert first._prompt_threads == 2 and second._prompt_threads == 1

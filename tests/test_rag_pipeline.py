@@ -147,16 +147,49 @@ def test_prefill_reads_the_prompt_ahead_and_changes_no_answer(base_engines):
     pipeline = base_engines.pipeline()
     question = "When did the Harbor Point library open?"
     plain = [e for e in pipeline.ask(question, [], AskOptions(voice=True)) if isinstance(e, Done)][0]
-    list(pipeline.ask("How often should I oil my bicycle chain?", []))        # another prompt in the cache
-    assert pipeline.prefill(question, [], AskOptions(voice=True)) > 50
-    assert pipeline.prefill(question, [], AskOptions(voice=True)) == 1       # already read: one token refreshed
-    ahead = [e for e in pipeline.ask(question, [], AskOptions(voice=True)) if isinstance(e, Done)][0]
+    base_engines.llm.forget_prompts()
+    assert pipeline.prefill(question, [], AskOptions(voice=True)).read > 50
+    again = pipeline.prefill(question, [], AskOptions(voice=True))
+    assert again.read == 1                                                    # already read: one token refreshed
+    ahead = [e for e in pipeline.ask(question, [], AskOptions(voice=True), ahead=again) if isinstance(e, Done)][0]
     assert ahead.answer == plain.answer
     gate = base_engines.llm.gate
     held = [gate.try_enter() for _ in range(gate.slots)]      # every context busy
     assert all(held)
     try:
-        assert pipeline.prefill(question, [], AskOptions(voice=True)) == 0   # busy: skipped, not queued
+        assert pipeline.prefill(question, [], AskOptions(voice=True)) is None   # busy: skipped, not queued
     finally:
         for _ in held:
             gate.leave()
+
+
+def test_the_whole_question_keeps_a_read_ahead_only_when_its_passages_agree(base_engines):
+    """Words so far that were read ahead with their passages: the whole question keeps that prompt (so
+    only the question is left to read) when it is given the same passages and its best sentences are
+    among those shown; otherwise, or after another turn, it builds its own. A cancelled read-ahead
+    stops early."""
+    import threading
+
+    pipeline = base_engines.pipeline()
+    voice = AskOptions(voice=True)
+    whole_question = "When did the Harbor Point library abolish fines?"
+    own = pipeline.plan(whole_question, [], voice)
+    almost = pipeline.prefill("When did the Harbor Point library abolish its fines", [], voice)
+    kept = pipeline.plan(whole_question, [], voice, almost)
+    assert kept.shown == almost.shown and kept.messages[-1] != almost.messages[-1]
+    assert "2019" in " ".join(h.text for h in kept.shown)
+    # Same passages, but the partial words picked other sentences (not the one saying 2019): not kept.
+    early = pipeline.prefill("When did the Harbor Point library abolish", [], voice)
+    assert {h.chunk_id for h in early.sources} == {h.chunk_id for h in own.sources}
+    assert pipeline.plan(whole_question, [], voice, early).shown == own.shown != early.shown
+    # Other passages: its own prompt.
+    other = pipeline.prefill("When did the Harbor Point library open", [], voice)
+    assert {h.chunk_id for h in other.sources} != {h.chunk_id for h in own.sources}
+    assert pipeline.plan(whole_question, [], voice, other).shown == own.shown
+    later = pipeline.plan(whole_question, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
+                          voice, almost)
+    assert later.history != almost.history and later.messages[1]["content"] == "Hi"
+    stop = threading.Event()
+    stop.set()
+    base_engines.llm.forget_prompts()
+    assert pipeline.prefill("When does the Harbor Point library open?", [], voice, cancel=stop).read == 0

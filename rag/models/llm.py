@@ -21,6 +21,7 @@ from functools import cached_property
 from pathlib import Path
 
 from rag.config import LLMConfig
+from common.cpu import runnable_others
 from common.errors import BackendError, BusyError, Cancelled
 from common.shipped import resolve
 
@@ -137,10 +138,10 @@ class ChatModel(ABC):
     def complete(self, messages: list[Message], settings: GenerationSettings) -> str:
         return "".join(self.stream(messages, settings))
 
-    def prefill(self, messages: list[Message], upto: str) -> int:
+    def prefill(self, messages: list[Message], upto: str, cancel: threading.Event | None = None) -> int:
         """Read the prompt of `messages` up to the last `upto` into the model's cache, so that a request
         whose prompt starts the same way reads only the rest; 0 where a backend keeps no such cache.
-        The caller holds the gate."""
+        `cancel` stops the reading early (what was read stays). The caller holds the gate."""
         return 0
 
 
@@ -191,6 +192,7 @@ class LlamaCppModel(ChatModel):
         except (ValueError, RuntimeError) as err:
             raise BackendError(f"llama.cpp could not load {path}: {err}") from err
         self.llm = self.contexts[0]          # tokenizer and chat template: the same in every context
+        self.cfg = cfg
         self.name = cfg.model
         self.context_length = cfg.n_ctx
         self._free = list(self.contexts)
@@ -208,11 +210,25 @@ class LlamaCppModel(ChatModel):
                 raise BackendError("no free llama.cpp context (a caller did not hold the gate)")
             best = max(self._free, key=lambda llm: _keep_score(llm, tokens) if tokens else 0)
             self._free.remove(best)
+            alone = len(self._free) == len(self.contexts) - 1
+        self._set_prompt_threads(best, alone)
         try:
             yield best
         finally:
             with self._free_lock:
                 self._free.append(best)
+
+    def _set_prompt_threads(self, llm, alone: bool) -> None:
+        """Read this prompt with `n_threads_batch_idle` threads when it is the only request and no other
+        task on the machine wants a core (common/cpu.py says why only then); generation keeps n_threads,
+        so a core stays free for speech."""
+        cfg, batch = self.cfg, self.cfg.n_threads_batch
+        if alone and cfg.n_threads_batch_idle > batch and runnable_others() == 0:
+            batch = cfg.n_threads_batch_idle
+        if getattr(llm, "_prompt_threads", None) != batch:
+            llm._ctx.set_n_threads(cfg.n_threads, batch)
+            llm._prompt_threads = batch
+        log.debug("prompt threads %d", batch)
 
     def _tokens(self, messages: list[Message]) -> list[int] | None:
         """The prompt tokens of `messages`, as create_chat_completion will read them; only needed to
@@ -246,7 +262,7 @@ class LlamaCppModel(ChatModel):
             for llm in self._free:
                 llm.reset()
 
-    def prefill(self, messages, upto):
+    def prefill(self, messages, upto, cancel=None):
         """llama.cpp keeps the KV state of the last prompt and reuses its longest common prefix on the
         next request (Llama.generate); this evaluates the new prompt's prefix into the free context
         that shares most of it, which the request with the whole prompt will then choose."""
@@ -263,7 +279,11 @@ class LlamaCppModel(ChatModel):
             else:
                 llm.reset()
             read = tokens[llm.n_tokens:]
-            llm.eval(read)
+            # In slices, so a read-ahead that the user's pause makes moot gives the model back quickly.
+            for start in range(0, len(read), PREFILL_SLICE):
+                if cancel is not None and cancel.is_set():
+                    return start
+                llm.eval(read[start:start + PREFILL_SLICE])
             return len(read)
 
     @cached_property
@@ -276,6 +296,9 @@ class LlamaCppModel(ChatModel):
             template=self.llm.metadata["tokenizer.chat_template"],
             eos_token=self.llm._model.token_get_text(eos) if eos != -1 else "",
             bos_token=self.llm._model.token_get_text(bos) if bos != -1 else "", stop_token_ids=[eos])
+
+
+PREFILL_SLICE = 32      # tokens: ~0.1-0.2 s of prompt reading on one core
 
 
 def _keep_score(llm, tokens: list[int]) -> float:
