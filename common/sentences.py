@@ -145,13 +145,23 @@ def _soft_cut(buf: str, limit: int) -> tuple[int, int]:
     return limit, limit  # no usable space at all (a long URL): a hard cut
 
 
-def _next_cut(buf: str, final: bool, limit: int):
-    """The first sentence in `buf`: (end, rest_start), or None while it is not yet decided."""
+def _next_cut(buf: str, final: bool, limit: int, clause: int = 0):
+    """The first sentence in `buf`: (end, rest_start), or None while it is not yet decided. With
+    `clause`, a clause ending at a comma, semicolon or colon followed by a space counts as a sentence
+    once it is at least that many characters long (never inside brackets: "[1, 2]")."""
+    depth = 0
     for i, ch in enumerate(buf):
         if i >= limit:
             return _soft_cut(buf, limit)
         if ch == "\n":
             return i, i + 1
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth = max(0, depth - 1)
+        elif (clause and depth == 0 and ch in ",;:" and i + 1 >= clause and i + 1 < len(buf)
+              and buf[i + 1].isspace() and buf[i + 1] != "\n"):
+            return i + 1, i + 2
         if ch in TERMINATORS:
             decided = _decide(buf, i, final)
             if decided is _UNDECIDED:
@@ -172,14 +182,18 @@ class SentenceSplitter:
     """Feed text deltas, get back the sentences they complete.
 
     max_chars: a sentence running longer than this without an end is cut at a comma or space so that
-    speech can start. clean: return `speakable()` text instead of the raw sentence.
+    speech can start. clean: return `speakable()` text instead of the raw sentence. first_clause: the
+    first piece may end at a clause (", " "; " ": ") once it has this many characters, so the voice can
+    start before the whole first sentence is written (0: whole sentences only).
     """
 
-    def __init__(self, max_chars: int = 300, clean: bool = False):
+    def __init__(self, max_chars: int = 300, clean: bool = False, first_clause: int = 0):
         if max_chars < 20:
             raise ValueError("max_chars must be at least 20")
         self.max_chars = max_chars
         self.clean = clean
+        self.first_clause = first_clause
+        self._emitted = False
         self._buf = ""
         self._carry = ""  # pieces with no words, waiting to be prefixed to the next sentence
 
@@ -191,12 +205,13 @@ class SentenceSplitter:
         """Everything left, at the end of the stream; the splitter is then ready for a new stream."""
         out = self._drain(final=True)
         self._buf = self._carry = ""
+        self._emitted = False
         return out
 
     def _drain(self, final: bool) -> list[str]:
         out: list[str] = []
         while True:
-            cut = _next_cut(self._buf, final, self.max_chars)
+            cut = _next_cut(self._buf, final, self.max_chars, 0 if self._emitted else self.first_clause)
             if cut is None:
                 return out
             end, rest = cut
@@ -206,6 +221,7 @@ class SentenceSplitter:
                 sentence = f"{self._carry}\n{piece}" if self._carry else piece
                 if has_words(piece):
                     self._carry = ""
+                    self._emitted = True
                     out.append(speakable(sentence) if self.clean else sentence)
                 else:
                     self._carry = sentence

@@ -306,7 +306,7 @@ class Pipeline:
             language = plan.languages.answer
             if options.speak and self.synthesizer:   # a voice of the answer's language (tts.voices)
                 synth = self.voices.for_language(language, self.synthesizer) if self.voices else self.synthesizer
-                speaker = _Speaker(synth, mark, self.cfg.tts.max_sentence_chars)
+                speaker = _Speaker(synth, mark, self.cfg.tts.max_sentence_chars, self.cfg.tts.first_clause_chars)
             mark("retrieve_s")
             yield Retrieved(question, standalone, sources, plan.languages.question)
             if not sources:
@@ -405,13 +405,13 @@ class _Speaker:
     """Sentence aggregator in front of a synthesis worker thread, so the first sentence is being
     spoken while the model writes the next. Events come back in order through a queue."""
 
-    def __init__(self, synthesizer, mark, max_chars: int = 300):
+    def __init__(self, synthesizer, mark, max_chars: int = 300, first_clause: int = 0):
         from common.sentences import SentenceSplitter, speakable
 
         self.synth = synthesizer
         self.mark = mark
         self.speakable = speakable
-        self.splitter = SentenceSplitter(max_chars=max_chars)
+        self.splitter = SentenceSplitter(max_chars=max_chars, first_clause=first_clause)
         self.todo: queue.Queue[str | None] = queue.Queue()
         self.done: queue.Queue[Event | BaseException | None] = queue.Queue()
         self.thread = threading.Thread(target=self._work, name="tts-worker", daemon=True)

@@ -49,6 +49,20 @@ def test_tricky_sentences(text, expected):
     assert stream(text) == expected  # one character at a time gives the same
 
 
+@pytest.mark.parametrize("text,expected", [
+    # The first piece may end at a clause once it is long enough, so the voice starts sooner...
+    ("The library opened in 1962, in a former sail loft. It moved in 1990, to the quay.",
+     ["The library opened in 1962,", "in a former sail loft.", "It moved in 1990, to the quay."]),
+    # ...but not at a short opener, a number, a citation list or a line's end.
+    ("Yes, it opened in 1962. Then, it moved.", ["Yes, it opened in 1962.", "Then, it moved."]),
+    ("It holds 12,000 books and 3,000 maps today. Fine.", ["It holds 12,000 books and 3,000 maps today.", "Fine."]),
+    ("It holds many maps and books [1, 2] today. Fine.", ["It holds many maps and books [1, 2] today.", "Fine."]),
+    ("The reading room has these:\nmaps and books.", ["The reading room has these:", "maps and books."]),
+])
+def test_the_first_piece_may_end_at_a_clause(text, expected):
+    assert stream(text, first_clause=20) == expected == stream(text, [], first_clause=20)
+
+
 def test_sentence_is_emitted_when_the_next_word_starts():
     s = SentenceSplitter()
     assert s.feed("The library opens at nine") == []
@@ -158,11 +172,13 @@ def _no_space(text: str) -> str:
 
 
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(text=texts, data=st.data(), max_chars=st.sampled_from([40, 300]))
-def test_chunking_invariance_and_nothing_lost(text, data, max_chars):
-    whole = split_sentences(text, max_chars=max_chars)
+@given(text=texts, data=st.data(), max_chars=st.sampled_from([40, 300]), first_clause=st.sampled_from([0, 20]))
+def test_chunking_invariance_and_nothing_lost(text, data, max_chars, first_clause):
+    whole = stream(text, [], max_chars=max_chars, first_clause=first_clause)
+    if not first_clause:
+        assert whole == split_sentences(text, max_chars=max_chars)
     cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=40))
-    assert stream(text, cuts, max_chars=max_chars) == whole
+    assert stream(text, cuts, max_chars=max_chars, first_clause=first_clause) == whole
     assert all(s == s.strip() and has_words(s) for s in whole)
     # Nothing is lost: the sentences put back together are the text, up to whitespace, except for a
     # trailing remainder that has nothing to say.

@@ -20,6 +20,9 @@ class TTSConfig(Section):
     rate: float = Field(1.0, gt=0.25, le=4)
     threads: int = Field(1, ge=1)           # synthesis runs beside the LLM: keep it off the LLM's cores
     max_sentence_chars: int = Field(300, ge=40)
+    # The first spoken piece of an answer may end at a clause (", " "; " ": ") once it has this many
+    # characters: the voice starts before the whole first sentence is written (0: whole sentences).
+    first_clause_chars: int = Field(20, ge=0)
     # The voice of answers in each language other than the configured engine's (tts/languages.py):
     # language code -> "engine" or "engine:voice". A language not listed is spoken by `backend`.
     voices: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_VOICES))
