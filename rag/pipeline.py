@@ -113,6 +113,7 @@ class Pipeline:
         # The server's shared memory of sentence vectors (Engines.sentence_vectors), or one of our own.
         self._sentence_vectors = sentence_vectors
         self._documents_language: tuple[int, str | None] = (-1, None)   # (catalog generation, language)
+        self.read_aheads_kept = 0      # answers that kept a read-ahead's prompt (the voice benchmark counts them)
 
     @property
     def sentence_vectors(self) -> SentenceVectors:
@@ -251,6 +252,7 @@ class Pipeline:
             # numbers the passages, so it is ranked again in that order (cheap: the vectors are cached).
             sources, shown = ahead.sources, ahead.shown
             signals, ranked = self.support(question, standalone, hist, sources, hits)
+            self.read_aheads_kept += 1
             log.info("read-ahead kept: %d prompt tokens already read", ahead.read)
         else:
             shown = tuple(focus(sources, ranked, self.cfg.prompt.focus_sentences)
