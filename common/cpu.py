@@ -25,4 +25,5 @@ def runnable_others(samples: int = 3, gap_s: float = 0.002) -> int | None:
 
 
 def cores() -> int:
+    """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

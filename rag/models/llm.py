@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 
 from rag.config import LLMConfig
-from common.cpu import runnable_others
+from common.cpu import cores as cpu_cores, runnable_others
 from common.errors import BackendError, BusyError, Cancelled
 from common.shipped import resolve
 
@@ -157,7 +157,7 @@ def llamacpp_contexts(cfg: LLMConfig) -> int:
     memory-mapped once), so auto stops at 4 and at what a quarter of the free memory holds."""
     if cfg.contexts:
         return cfg.contexts
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = cpu_cores()
     try:
         free_gib = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
     except (ValueError, OSError, AttributeError):
