@@ -35,6 +35,8 @@ def test_too_little_to_say_is_none_and_the_allowed_list_bounds_the_choice():
     text = "Wie viele Vereine nahmen an der Saison teil?"
     assert lang.detect(text) == "de" and lang.detect(text, ("en", "fr")) is None
     assert lang.detect("¿Cuántos clubes participaron en la temporada?", ("en", "es")) == "es"
+    # "have" counts in each language ("hat", "a", "has"): a short answer may have no other function word
+    assert lang.detect("Millstream Solar Garden tiene 4,800 paneles solares.", min_hits=1) == "es"
 
 
 def test_not_found_in_each_language_is_recognised_as_a_decline():
