@@ -29,10 +29,10 @@ pytestmark = pytest.mark.slow     # Whisper base and a 0.5B LLM: about two minut
 PROFILE = ROOT / "profiles" / "multilingual.yaml"
 LANGS = ("en", "de", "es", "fr")
 # (language, espeak-ng voice, words per minute, the question, its document). Whisper base hears robotic
-# speech poorly outside English (../shared/MODELS.md): of 40 questions about txt/ tried on 2026-12-04 most
-# German and French ones came back as English words ("Combien de livres..." -> "Cumbia believe that
-# maybe..."), French questions opening with "Combien" always did. These four are heard in their language,
-# with the content words that find the passage intact.
+# speech poorly outside English (../shared/MODELS.md): of ~60 questions about txt/ tried on 2026-12-04 (de 12,
+# es 8, fr ~40), about half of the French and a third of the German ones came back as words of another
+# language ("Combien de livres..." -> "Cumbia believe that maybe..."). These four are heard in their language
+# with the words that find the passage mostly intact.
 CASES = [
     ("de", "de", 150, "Wann wurde die Bibliothek eröffnet?", "harbor-library.md"),
     ("es", "es", 130, "¿Cuántos paneles solares tiene el jardín solar?", "solar-garden.md"),
