@@ -25,7 +25,7 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow     # Whisper base and a 0.5B LLM: about two minutes on 2 busy cores
+pytestmark = pytest.mark.slow     # Whisper base and a 0.5B LLM: 57 s for the module on 2 cores at load 3
 PROFILE = ROOT / "profiles" / "multilingual.yaml"
 LANGS = ("en", "de", "es", "fr")
 # (language, espeak-ng voice, words per minute, the question, its document). Whisper base hears robotic
