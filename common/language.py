@@ -21,7 +21,7 @@ _STOPWORDS = {
         sich auch dass oder aber noch nur schon durch""",
     "es": """el la los las un una unos unas y es son era eran fue fueron ha han había del al de en con por para
         sin sobre entre qué quién quiénes cuándo dónde cómo cuál cuáles cuánto cuántos cuántas por qué se su
-        sus lo le les que este esta estos estas ese esa muy más también pero como durante según""",
+        sus lo le les que este esta estos estas ese esa muy más también pero como durante según tiene tienen hay""",
     "fr": """le la les un une des du de et est sont était étaient été a ont avait avaient au aux en dans avec
         par pour sur sous entre qui que quoi quel quelle quels quelles quand où comment pourquoi combien ce
         cette ces il elle ils elles leur leurs son sa ses se ne pas plus aussi mais comme pendant selon""",

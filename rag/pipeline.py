@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from common import language as lang
+from rag.answer.follow_up import looks_like_follow_up
 from rag.answer.abstain import Signals, coverage, decide, question_terms
 from rag.answer.language import Languages, choose, clean_translation, not_found, question_language, translate_messages
 from rag.config import Config
@@ -54,26 +54,10 @@ def clean_history(history: Sequence[Message] | None, limit: int) -> list[Message
     return out[-limit:]
 
 
-_ANAPHORA = re.compile(   # words that point back into the conversation ("that" is too often a conjunction)
-    r"\b(it|its|itself|they|them|their|theirs|themselves|he|him|his|himself|she|her|hers|herself|"
-    r"there|this|these|those|former|latter)\b|^\s*(and|but|so|what about|how about|why)\b|"
-    r"\b(is|was|are|were|did|does|do|in|at|of|for|from|about|on|by|with|after|before)\s+that\b", re.IGNORECASE)
-_STOP = frozenset("a an the of in on at to for from by with about as is are was were be been being do does did "
-                  "what which who whom whose when where how many much can could would should will shall may "
-                  "might must has have had not no or and but if than so".split())
-
-
 def labelled_texts(sources: Sequence[Hit]) -> list[str]:
     """Each source's words as the decline rule and the grounding filter read them: a chunk does not
     repeat its document's title, so its file name and heading count as its words."""
     return [f"{h.text} {h.source} {h.location}" for h in sources]
-
-
-def looks_like_follow_up(question: str) -> bool:
-    """Does the question lean on the conversation? Pronouns and pointing words ("it", "there",
-    "that", "why") or too few words of its own to be understood alone."""
-    content = [w for w in re.findall(r"[a-z0-9']+", question.lower()) if w not in _STOP]
-    return bool(_ANAPHORA.search(question)) or len(content) <= 1
 
 
 @dataclass(frozen=True)
@@ -152,11 +136,13 @@ class Pipeline:
         asked = question_language(question, options.language, allowed)
         return choose(asked, self.documents_language(), options.answer_language or self.cfg.prompt.answer_language)
 
-    def standalone(self, question: str, history: list[Message], rewrite: bool, translate_to: str | None = None) -> str:
+    def standalone(self, question: str, history: list[Message], rewrite: bool, translate_to: str | None = None,
+                   language: str | None = None) -> str:
         """The LLM's rewrite of a follow-up, or the question itself when there is no history. A question in
-        another language than the documents is translated into theirs in the same call (`translate_to`)."""
+        another language than the documents is translated into theirs in the same call (`translate_to`).
+        `language`: the question's, which picks the follow-up words (rag/answer/follow_up.py)."""
         translate_to = translate_to if self.cfg.memory.translate else None
-        if not translate_to and (not history or not rewrite or not looks_like_follow_up(question)):
+        if not translate_to and (not history or not rewrite or not looks_like_follow_up(question, language)):
             return question     # a question complete on its own needs no rewrite (and no LLM call)
         recent = history[-4:] if rewrite else []
         messages = (translate_messages(question, recent, translate_to) if translate_to
@@ -175,7 +161,7 @@ class Pipeline:
             return clean_translation(text, question, translate_to) or question
         return clean_rewrite(text, question) or question
 
-    def queries(self, question: str, standalone: str, history: list[Message]) -> list[Query]:
+    def queries(self, question: str, standalone: str, history: list[Message], language: str | None = None) -> list[Query]:
         """Fuse the rewrite with history-aware queries: small models rewrite poorly, and the
         previous turn usually names what a follow-up's pronouns point at. A question that reads as
         complete on its own (a change of topic) keeps the lead, with the history only breaking ties."""
@@ -186,7 +172,7 @@ class Pipeline:
             # with the documents, as the history-aware queries back up a follow-up's rewrite. At a quarter
             # weight: its other words are noise to an English embedder (at 0.5 it cost 1 of 24 questions).
             return [Query(standalone)] if standalone == question else [Query(standalone), Query(question, 0.25)]
-        follow_up = looks_like_follow_up(question)
+        follow_up = looks_like_follow_up(question, language)
         own, context = (0.5, 1.0) if follow_up else (1.0, 0.25)
         queries = [Query(question, own), Query(" ".join(users + [question]), context)]
         if answers:
@@ -202,8 +188,8 @@ class Pipeline:
         hist = clean_history(history, self.cfg.memory.max_messages)
         languages = languages or self.languages(question)
         standalone = self.standalone(question, hist, self.cfg.memory.rewrite if rewrite is None else rewrite,
-                                     languages.translate_to)
-        return standalone, self.retriever.search(self.queries(question, standalone, hist), k, sources)
+                                     languages.translate_to, languages.question)
+        return standalone, self.retriever.search(self.queries(question, standalone, hist, languages.question), k, sources)
 
     def should_abstain(self, hits: list[Hit], signals: Signals | None = None) -> bool:
         """Decline without asking the model? With `signals` (from `support`) the full rule of
@@ -216,14 +202,14 @@ class Pipeline:
         return reason is not None
 
     def support(self, question: str, standalone: str, history: list[Message],
-                sources: Sequence[Hit], hits: Sequence[Hit]) -> tuple[Signals, list[Sentence]]:
+                sources: Sequence[Hit], hits: Sequence[Hit], language: str | None = None) -> tuple[Signals, list[Sentence]]:
         """How well the passages the model would get match the question: the abstention signals and
         their sentences ranked (for the evidence line). A follow-up ("when was it built?") says little
         on its own, so it is also read with the previous user turn, as the history-aware query does.
         `dense` stays the best over all `hits` (the passage rule as it always was)."""
         texts = [standalone]
         users = [m["content"] for m in history if m["role"] == "user"]
-        if users and looks_like_follow_up(question):
+        if users and looks_like_follow_up(question, language):
             texts.append(f"{users[-1]} {question}")
         passages = [h.text for h in sources]
         ranked = rank_sentences(texts, passages, self.sentence_vectors) if passages else []
@@ -243,7 +229,7 @@ class Pipeline:
         standalone, hits = self.search(question, hist, options.k, options.rewrite, options.sources, languages)
         chosen = hits[: self.cfg.prompt.max_sources or len(hits)]
         sources = tuple(fit_sources(chosen, self.llm.count_tokens, self.cfg.prompt.context_tokens))
-        signals, ranked = self.support(question, standalone, hist, sources, hits)
+        signals, ranked = self.support(question, standalone, hist, sources, hits, languages.question)
         if self.should_abstain(hits, signals) or not sources:
             return Plan(standalone, ranked, (), [], languages)
         recent = tuple((m["role"], m["content"]) for m in hist[-2:])

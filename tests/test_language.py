@@ -35,6 +35,8 @@ def test_too_little_to_say_is_none_and_the_allowed_list_bounds_the_choice():
     text = "Wie viele Vereine nahmen an der Saison teil?"
     assert lang.detect(text) == "de" and lang.detect(text, ("en", "fr")) is None
     assert lang.detect("¿Cuántos clubes participaron en la temporada?", ("en", "es")) == "es"
+    # "have" counts in each language ("hat", "a", "has"): a short answer may have no other function word
+    assert lang.detect("Millstream Solar Garden tiene 4,800 paneles solares.", min_hits=1) == "es"
 
 
 def test_not_found_in_each_language_is_recognised_as_a_decline():
@@ -162,3 +164,34 @@ def test_the_default_profile_keeps_english_questions_as_they_were(tmp_path):
         assert languages.translate_to is None and languages.instruction is None
         assert pipeline.standalone(question, [], True, languages.translate_to) == question   # no LLM call
     assert not_found("en") == "The documents do not say. I could not find this in your documents."
+
+
+@pytest.mark.parametrize("code, question, expected", [
+    ("de", "Und wann wurde es gebaut?", True), ("de", "Wer hat sie gegründet?", True), ("de", "Warum?", True),
+    ("de", "Und die Bevölkerung?", True), ("de", "Wann wurde die Bibliothek eröffnet?", False),
+    ("de", "Wie viele Bücher gibt es in der Bibliothek?", False),          # impersonal "es"
+    ("es", "¿Y cuándo se construyó?", True), ("es", "¿Quién la fundó?", True), ("es", "¿Dónde está eso?", True),
+    ("es", "¿Por qué?", True), ("es", "¿Cuántos libros hay en la biblioteca?", False),
+    ("es", "¿En qué año se construyó el jardín solar?", False),
+    ("fr", "Et quand a-t-il été construit ?", True), ("fr", "Qui l'a fondée ?", True), ("fr", "Pourquoi ?", True),
+    ("fr", "Qui était son premier bibliothécaire ?", True),
+    ("fr", "En quelle année la bibliothèque a-t-elle été ouverte ?", False),   # "elle" repeats the subject
+    ("fr", "Combien de livres y a-t-il dans la bibliothèque ?", False),
+    ("en", "How long is the Seine?", False), (None, "And when was it built?", True),   # English: as before
+])
+def test_follow_ups_are_recognised_in_the_question_s_language(code, question, expected):
+    from rag.pipeline import looks_like_follow_up
+
+    assert looks_like_follow_up(question, code) is expected
+
+
+def test_a_german_follow_up_leans_on_the_previous_turn():
+    """Before the German words, "Und wann wurde es gebaut?" read as a question complete on its own: its own
+    words led retrieval and the turn it points back to counted a quarter."""
+    from rag.pipeline import Pipeline
+
+    pipeline = Pipeline(load_config(None), retriever=None, llm=None)
+    history = [{"role": "user", "content": "Wie viele Mitglieder hat die Energiegenossenschaft?"},
+               {"role": "assistant", "content": "Sie hat etwa 640 Mitglieder [1]."}]
+    queries = pipeline.queries("Und wann wurde es gebaut?", "And when was the solar garden built?", history, "de")
+    assert [q.weight for q in queries] == [0.5, 1.0, 1.0, 1.0]

@@ -1,11 +1,15 @@
 """Issue 16 end to end, with real models: a question spoken by espeak-ng in German, Spanish, French and
-English about English documents is heard in its language (detection limited to asr.languages), its
-transcript is close, the answer to it is written in that language (stopword count) and spoken with a voice
-of that language (the answer's audio, run back through Whisper, is detected as that language).
+English about English documents goes audio -> transcript -> answer -> voice through the CLI's own path
+(app.py `ask --audio`: the transcriber, then the pipeline asked with the words heard and the language
+heard). Checked: the language is heard right (detection limited to asr.languages), the transcript is close
+(character error rate), the transcript brings its document to the model, the answer is written in that
+language (stopword count) and spoken with a voice of that language (the answer's audio, run back through
+Whisper, is detected as that language).
 
-The profile is profiles/multilingual.yaml (Whisper base), with the Qwen2.5 0.5B GGUF in place of its
-1.5B (`shipped:Qwen2.5-Coder-0.5B-Instruct-Q4_K_M`, the one CI installs); `RAG_TEST_MULTILINGUAL_LLM`
-(a shipped: name or a .gguf path) points the LLM elsewhere. Models load once for the module; slow (conftest: base_engines).
+The documents are the shipped txt/ folder (three short English texts). The profile is
+profiles/multilingual.yaml (Whisper base) with the Qwen2.5 0.5B GGUF in place of its 1.5B
+(`shipped:Qwen2.5-Coder-0.5B-Instruct-Q4_K_M`, the one CI installs); `RAG_TEST_MULTILINGUAL_LLM` (a
+shipped: name or a .gguf path) points the LLM elsewhere. Models load once for the module; slow.
 """
 from __future__ import annotations
 
@@ -13,28 +17,35 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
+import unicodedata
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, SQUAD
+from conftest import ROOT
 
-pytestmark = pytest.mark.slow     # Whisper base and a 0.5B LLM: about a minute
+pytestmark = pytest.mark.slow     # Whisper base and a 0.5B LLM: 57 s for the module on 2 cores at load 3
 PROFILE = ROOT / "profiles" / "multilingual.yaml"
 LANGS = ("en", "de", "es", "fr")
-# (language, espeak-ng voice, words per minute, the question, its document): hand-translated squad-train
-# questions (../shared/eval/multilingual). Robotic speech is hard on Whisper base, French most
-# (../shared/MODELS.md); these are ones it hears well enough at a calm pace.
+# (language, espeak-ng voice, words per minute, the question, its document). Whisper base hears robotic
+# speech poorly outside English (../shared/MODELS.md): of ~60 questions about txt/ tried on 2026-12-04 (de 12,
+# es 8, fr ~40), about half of the French and a third of the German ones came back as words of another
+# language ("Combien de livres..." -> "Cumbia believe that maybe..."). These four are heard in their language
+# with the words that find the passage mostly intact.
 CASES = [
-    ("de", "de", 130, "Welches Gesundheitsproblem wird in Namibia durch die AIDS-Epidemie verschärft?", "Namibia.txt"),
-    ("es", "es", 130, "¿Qué grupo afirma ser el mayor propietario privado de tierras de Alaska?", "Alaska.txt"),
-    ("fr", "fr-fr", 130, "Lequel des deux systèmes, la récompense ou la punition, est le mieux compris ?", "Brain.txt"),
-    ("en", "en-us", 160, "Which group claims it is Alaska's largest private land owner?", "Alaska.txt"),
+    ("de", "de", 150, "Wann wurde die Bibliothek eröffnet?", "harbor-library.md"),
+    ("es", "es", 130, "¿Cuántos paneles solares tiene el jardín solar?", "solar-garden.md"),
+    ("fr", "fr-fr", 140, "Quelle est la pression recommandée pour les pneus d'une bicyclette ?", "bicycle-care.txt"),
+    ("en", "en-us", 160, "How often should the chain be oiled?", "bicycle-care.txt"),
 ]
-
-
-FOUND: dict[str, bool] = {}   # language -> its document was among the passages the model answered from
+# "Transcript close": a character error rate (accents, case and punctuation aside) of at most 0.25. Measured
+# on 13 questions heard on 2026-12-04: the four above 0.00-0.18 (French the worst: "pour les pneus d'une
+# bicyclette" -> "pour répondre une biciclette"); others heard in their language but more garbled up to 0.30
+# ("Bibliothek" -> "Video-Tech"); heard as English words 0.53-0.87. Whisper on espeak-ng English makes 11-14 %
+# word errors (MODELS.md): 0.25 leaves the four a margin and fails the wrong and the most garbled.
+MAX_CER = 0.25
+FOUND: dict[str, bool] = {}   # language -> the transcript brought its document to the model (not declined)
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +57,12 @@ def ml(base_engines, tmp_path_factory):
     # instead of 1.6 GB); the whole path (detection, translation, answer language, voice) is the same.
     llm = os.environ.get("RAG_TEST_MULTILINGUAL_LLM") or "shipped:Qwen2.5-Coder-0.5B-Instruct-Q4_K_M"
     docs = tmp_path_factory.mktemp("ml-docs")
-    for name in {case[-1] for case in CASES}:
-        shutil.copy2(SQUAD / "docs" / name, docs / name)
+    shutil.copytree(ROOT / "txt", docs, dirs_exist_ok=True)
     cfg = load_config(PROFILE, ["documents.folder=null", f"llm.model={llm}"], str(tmp_path_factory.mktemp("ml-data")))
     engines = Engines(cfg)
     engines.share_models(base_engines)          # the same embedder: loaded once
     report = engines.ingestor.ingest([str(docs)], progress=False)
-    assert report.added == len({case[-1] for case in CASES}) and not report.errors
+    assert report.added == 3 and not report.errors
     return engines
 
 
@@ -61,55 +71,73 @@ def espeak(voice: str, wpm: int, text: str) -> bytes:
                           capture_output=True).stdout
 
 
-def recovered(reference: str, heard: str) -> float:
-    """Share of the reference's longer words (5+ letters) that the transcript has, by their first 4 letters
-    (Whisper on espeak-ng bends endings and accents, the stems survive)."""
-    def stems(text):
-        return {w[:4] for w in re.findall(r"[^\W\d_]+", text.lower()) if len(w) >= 5}
-    ref = stems(reference)
-    return len(ref & stems(heard)) / len(ref) if ref else 1.0
+def plain(text: str) -> str:
+    """Lower case, accents off, letters and digits with single spaces between words."""
+    text = unicodedata.normalize("NFKD", text.lower())
+    return " ".join(re.findall(r"[a-z0-9]+", "".join(c for c in text if not unicodedata.combining(c))))
 
 
-def test_the_profile_documents_are_english(ml):
-    assert ml.index.catalog.languages() == {"en": len({case[-1] for case in CASES})}
+def cer(reference: str, heard: str) -> float:
+    """Character error rate: edits (Levenshtein) from the reference to what was heard, per reference character."""
+    a, b = plain(reference), plain(heard)
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1] / max(1, len(a))
+
+
+def test_cer_tells_a_close_transcript_from_a_wrong_one():
+    assert cer("¿Cuántos paneles solares?", "cuantos paneles solares") == 0
+    assert cer("Wann wurde die Bibliothek eröffnet?", "Man wurde die Bibliothek eröffnet.") < 0.1
+    assert cer("¿Cuántos libros tiene la biblioteca?",         # seen: Spanish heard as English
+               "One toss leave us here in a la biblioteca.") > 0.5
+
+
+def test_the_documents_are_english(ml):
+    assert ml.index.catalog.languages() == {"en": 3}
 
 
 @pytest.mark.parametrize("code,voice,wpm,question,source", CASES, ids=[c[0] for c in CASES])
-def test_a_spoken_question_is_heard_answered_and_spoken_in_its_language(ml, code, voice, wpm, question, source):
-    from common.language import detect
-    from common.wav import resample
-    from rag.events import fold
-    from rag.pipeline import AskOptions
-
-    heard = ml.transcriber.transcribe(espeak(voice, wpm, question))
-    assert heard.language == code, (heard, question)
-    assert 0 < heard.language_probability <= 1
-    assert recovered(question, heard.text) >= 0.4, (question, heard.text)
-
-    # The answer is asked with the words as written and the language as heard: Whisper base garbles
-    # espeak-ng's names ("Alaska" -> "a Lascazar", even in English), which no retrieval survives; the
-    # transcript's closeness is checked above, spoken questions end to end in bench/RESULTS.md.
-    outcome = fold(ml.pipeline(speak=True).ask(question, [], AskOptions(voice=True, speak=True,
-                                                                        language=heard.language)))
-    done = outcome.done
-    assert done is not None, outcome.failed
-    assert done.language == code, done
-    FOUND[code] = any(h.source == source for h in done.sources)
+def test_a_spoken_question_is_heard_answered_and_spoken_in_its_language(ml, tmp_path, code, voice, wpm, question,
+                                                                         source):
+    from app import _ask_once
     from bench.multilingual import answer_words
+    from common.language import detect
+    from common.wav import read_wav_bytes, resample
 
-    words = answer_words(done.answer)
-    assert detect(words, LANGS, min_hits=1) == code, done.answer
+    (tmp_path / "q.wav").write_bytes(espeak(voice, wpm, question))
+    args = SimpleNamespace(audio=str(tmp_path / "q.wav"), speak=str(tmp_path / "a.wav"), k=None, source=[],
+                           voice=False)
+    out = _ask_once(ml, None, [], args, stream_text=False)     # what `app.py ask --audio q.wav --json` prints
+    assert out["question_language"] == code, out
+    assert 0 < out["language_probability"] <= 1
+    assert cer(question, out["question"]) <= MAX_CER, (question, out["question"])
+
+    assert out["language"] == code, out
+    FOUND[code] = source in {s["source"] for s in out["sources"]}
+    if not FOUND[code]:   # declined: the transcript must still find its document, the decline rule refused it
+        from rag.answer.language import not_found
+        from rag.pipeline import AskOptions
+
+        assert out["abstained"] and out["answer"].startswith(not_found(code).split(".")[0]), out
+        pipeline = ml.pipeline()
+        _, hits = pipeline.search(out["question"], languages=pipeline.languages(out["question"], AskOptions(language=code)))
+        assert hits[0].source == source, (out["question"], [h.source for h in hits])
+    assert detect(answer_words(out["answer"]), LANGS, min_hits=1) == code, out["answer"]
 
     expected_voice = "espeak-ng" if code != "en" else ml.cfg.tts.backend
     assert ml.voices.describe(code).startswith(expected_voice)
-    rate = outcome.audio[0].sample_rate
-    speech = np.concatenate([a.samples for a in outcome.audio])
+    speech, rate = read_wav_bytes((tmp_path / "a.wav").read_bytes())
     back = ml.transcriber.transcribe(resample(speech, rate, 16000).astype(np.float32))
-    assert back.language == code, (back, done.answer)
+    assert back.language == code, (back, out["answer"])
 
 
-def test_most_spoken_questions_reach_their_document(ml):
-    """A garbled transcript (espeak-ng German is the hardest for Whisper base) may be declined, in the
-    asker's language, as the test above checks (and the 0.5B model declines some answerable questions:
-    bench multilingual measures that); most must still bring their document to the model."""
+def test_most_spoken_questions_reach_the_model_with_their_document(ml):
+    """A transcript is close, not exact: the machine translation of a garbled one ("pour les pneus d'une
+    bicyclette" -> "pour répondre une biciclette" -> "for answering a bicycle") still ranks its document
+    first (checked above) but may fall under the decline rule's sentence match (rag/answer/abstain.py,
+    tuned on typed English), and then the decline is said in the asker's language. Three of four at least
+    must be answered from their document."""
     assert len(FOUND) == len(CASES) and sum(FOUND.values()) >= len(CASES) - 1, FOUND

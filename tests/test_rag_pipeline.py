@@ -193,3 +193,28 @@ def test_the_whole_question_keeps_a_read_ahead_only_when_its_passages_agree(base
     stop.set()
     base_engines.llm.forget_prompts()
     assert pipeline.prefill("When does the Harbor Point library open?", [], voice, cancel=stop).read == 0
+
+
+def test_the_default_profile_asks_the_model_only_for_the_answer(base_engines, monkeypatch):
+    """Issue 16 added a translation call for questions in another language than the documents; with the
+    default profile (English only) a question that stands alone, with or without history, still gets no
+    call before the answer: the model is read once. A follow-up still gets its rewrite (the spy works)."""
+    from rag.events import fold
+
+    llm, calls = base_engines.llm, []
+    for name in ("complete", "stream"):     # complete() is the rewrite's and translation's way in
+        real = getattr(llm, name)
+        monkeypatch.setattr(llm, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    pipeline = base_engines.pipeline()
+    history = [{"role": "user", "content": "Who founded the Harbor Point Community Library?"},
+               {"role": "assistant", "content": "A group of fishing families founded it in 1962 [1]."}]
+    for question, hist in (("When did the Harbor Point library abolish fines?", []),
+                           ("How many panels does the Millstream solar garden have?", history),
+                           ("Wann wurde die Bibliothek von Harbor Point eröffnet?", [])):   # still read as English
+        calls.clear()
+        done = fold(pipeline.ask(question, hist)).done
+        assert done is not None and done.language == "en"
+        assert calls == ([] if done.abstained and not done.sources else ["stream"]), (question, calls)
+    calls.clear()
+    fold(pipeline.ask("Who was its first librarian?", history))
+    assert calls[0] == "complete", calls
