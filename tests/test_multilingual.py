@@ -139,5 +139,8 @@ def test_most_spoken_questions_reach_the_model_with_their_document(ml):
     bicyclette" -> "pour répondre une biciclette" -> "for answering a bicycle") still ranks its document
     first (checked above) but may fall under the decline rule's sentence match (rag/answer/abstain.py,
     tuned on typed English), and then the decline is said in the asker's language. Three of four at least
-    must be answered from their document."""
+    must be answered from their document. It reads what the four tests above recorded: run with -k
+    alone it has nothing to count and says so."""
+    if not FOUND:
+        pytest.skip("counts what the spoken-question tests of this module recorded; run the module")
     assert len(FOUND) == len(CASES) and sum(FOUND.values()) >= len(CASES) - 1, FOUND
