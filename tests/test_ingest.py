@@ -80,22 +80,6 @@ def test_duplicate_chunks_are_stored_once(base_engines, folder, tmp_path, catalo
     assert (docs, chunks) == (3, 2)
 
 
-def test_documents_are_embedded_together_and_a_repeated_one_goes_in_once(base_engines, folder, tmp_path):
-    (folder / "mill.txt").write_text("The old mill on the green was rebuilt in 1921 after the flood.\n")
-    engines = engines_like(base_engines, tmp_path / "data")
-    calls = []
-    embed = engines.index.embedder.embed
-    engines.index.embedder.embed = lambda texts, **kw: calls.append(len(texts)) or embed(texts, **kw)
-    try:
-        report = engines.ingestor.ingest([str(folder), str(folder / "ferry.txt")], progress=False)
-    finally:
-        del engines.index.embedder.embed
-    assert calls == [3], calls          # three documents' chunks in one call; the repeat is not embedded again
-    assert (report.added, report.unchanged, report.chunks, report.embedded) == (3, 1, 3, 3), report
-    assert engines.index.catalog.counts() == (3, 3)
-    assert "forty minutes" in _sources(engines, "How often does the Lindholm ferry leave?")[1]
-
-
 def test_formats_and_bad_documents(base_engines, folder, tmp_path):
     write_pdf(folder / "press.pdf", ["Introduction to the cider press.", "The cider press was built in 1888."])
     write_docx(folder / "notes.docx", "Beekeeping", ["The orchard keeps eleven beehives."])

@@ -2,8 +2,7 @@
 
 Unchanged files are skipped (same size and mtime, or same hash), changed ones replaced, and files
 gone from a re-scanned folder removed. A bad source is reported with a one-line reason and skipped;
-the rest still goes in. Folder scans never follow symlinks or leave the folder. Documents are read and
-chunked one by one and embedded several at a time (EMBED_TOGETHER_BATCHES), then stored in order.
+the rest still goes in. Folder scans never follow symlinks or leave the folder.
 """
 from __future__ import annotations
 
@@ -63,27 +62,6 @@ class _FileTarget:
     root: str
 
 
-@dataclass
-class _Pending:
-    """A document read and chunked, waiting for its new chunks' vectors (embedded with other documents')."""
-    uri: str
-    source: str
-    root: str
-    digest: str
-    size: int
-    mtime_ns: int
-    sections: list[Section]
-    known: object
-    chunks: list
-    fresh: dict          # hash -> chunk, the chunks the catalog has never seen
-
-
-# Documents are embedded together once their new chunks reach this many embedding batches: the 200-file
-# benchmark's files have ~9 chunks each, and batches that small embedded ~1.4x slower than batches of 32
-# (fewer, fuller calls into onnxruntime; chunks of several files sorted by length pad less).
-EMBED_TOGETHER_BATCHES = 4
-
-
 def reading(source: str, step: Callable[[], T]) -> T:
     """Run one step of reading a source (download, parse, chunk). Whatever it raises becomes that
     source's SourceError, logged with its traceback: a crafted file makes a parser library raise
@@ -111,7 +89,6 @@ class Ingestor:
         embedder = index.embedder
         self.splitter = make_splitter(embedder.token_spans, cfg.chunking.chunk_tokens, cfg.chunking.overlap_tokens)
         self.max_bytes = int(cfg.documents.max_file_mb * 1e6)
-        self._pending: list[_Pending] = []
 
     # -- planning ---------------------------------------------------------------------------------
     def _scan_folder(self, folder: Path, report: IngestReport) -> list[_FileTarget]:
@@ -160,7 +137,6 @@ class Ingestor:
         report = IngestReport()
         files, urls, folders = self._plan(items, report)
         with self.index.writing():
-            self._pending = []          # documents chunked, waiting to be embedded together (_flush)
             bar = tqdm(total=len(files) + len(urls), desc="ingest", unit="doc", disable=not progress,
                        file=sys.stderr, leave=False)
             for target in files:
@@ -176,7 +152,6 @@ class Ingestor:
                 except SourceError as err:
                     report.errors.append({"source": url, "error": str(err)})
                 bar.update(1)
-            self._flush(report)
             bar.close()
             seen = {t.uri for t in files}
             for folder in folders:
@@ -219,9 +194,6 @@ class Ingestor:
         self._store(url, url, "", digest, len(page.content), 0, sections, self.index.catalog.document(url), report)
 
     def _store(self, uri, source, root, digest, size, mtime_ns, sections: list[Section], known, report) -> None:
-        if any(p.uri == uri for p in self._pending):     # the same document twice: the first goes in first
-            self._flush(report)
-            known = self.index.catalog.document(uri)
         if known and known.hash == digest:
             self.index.catalog.touch(uri, mtime_ns)     # touched, not changed
             report.unchanged += 1
@@ -236,41 +208,26 @@ class Ingestor:
         # Deduplicate inside the document, then embed only what the catalog has never seen.
         unique = {c.hash: c for c in chunks}
         have = self.index.catalog.known_hashes(list(unique))
-        fresh = {h: c for h, c in unique.items() if h not in have}
-        self._pending.append(_Pending(uri, source, root, digest, size, mtime_ns, sections, known, chunks, fresh))
-        if sum(len(p.fresh) for p in self._pending) >= EMBED_TOGETHER_BATCHES * self.index.embedder.batch_size:
-            self._flush(report)
-
-    def _flush(self, report: IngestReport) -> None:
-        """Embed the pending documents' new chunks in one call, then store each document in turn."""
-        pending, self._pending = self._pending, []
-        fresh = {h: c for p in pending for h, c in p.fresh.items()}   # a chunk two documents share: once
-        vectors = self.index.embedder.embed([c.embed_text for c in fresh.values()]) if fresh else None
-        by_hash = dict(zip(fresh, vectors)) if fresh else {}
-        counted: set[str] = set()
-        for p in pending:
-            # counted once, in the first document that has it, as when documents were embedded one by one
-            report.embedded += len(p.fresh.keys() - counted)
-            counted |= p.fresh.keys()
-            self._put(p, {h: by_hash[h] for h in p.fresh}, report)
-
-    def _put(self, p: _Pending, by_hash: dict, report: IngestReport) -> None:
-        new_chunks = [NewChunk(c.hash, c.text, c.embed_text, c.location, c.start) for c in p.chunks]
-        added, orphans = self.index.catalog.put_document(p.uri, p.source, p.root, p.digest, p.size, p.mtime_ns,
+        fresh = [c for h, c in unique.items() if h not in have]
+        vectors = self.index.embedder.embed([c.embed_text for c in fresh]) if fresh else None
+        by_hash = {c.hash: vectors[i] for i, c in enumerate(fresh)} if fresh else {}
+        new_chunks = [NewChunk(c.hash, c.text, c.embed_text, c.location, c.start) for c in chunks]
+        added, orphans = self.index.catalog.put_document(uri, source, root, digest, size, mtime_ns,
                                                          new_chunks, by_hash)
         # The document's language (issue 16): a stopword count over its text, so a question in another
         # language knows what to be translated into.
-        sample = " ".join(s.text[:4000] for s in p.sections[:LANGUAGE_SAMPLE_CHUNKS])
-        self.index.catalog.set_language(p.uri, detect(sample))
+        sample = " ".join(s.text[:4000] for s in sections[:LANGUAGE_SAMPLE_CHUNKS])
+        self.index.catalog.set_language(uri, detect(sample))
         if added:
             hashes = self.index.catalog.chunk_hashes(added)   # the vectors of the added ids, in their order
             vecs = np.stack([by_hash[hashes[i]] for i in added])
         else:
             vecs = np.zeros((0, self.index.embedder.dimension), np.float32)
         self.index.apply(added, vecs, orphans)
-        report.updated += 1 if p.known else 0
-        report.added += 0 if p.known else 1
-        report.chunks += len(p.chunks)
+        report.updated += 1 if known else 0
+        report.added += 0 if known else 1
+        report.chunks += len(chunks)
+        report.embedded += len(fresh)
 
     def remove(self, uri: str) -> bool:
         with self.index.writing():
