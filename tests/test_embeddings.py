@@ -67,3 +67,23 @@ def test_an_older_export_format_is_redone_once_fused_and_agrees_with_torch(tmp_p
     # (a one- or two-token text gets ~0.97 from int8, fused or not: too few tokens to average the error out)
     cosine = (int8.embed(texts) * torch.embed(texts)).sum(axis=1)
     assert cosine.min() > 0.99, cosine
+
+
+@pytest.mark.slow      # needs the export (shared with the tests above)
+def test_a_model_the_optimizer_cannot_fuse_keeps_the_plain_export(tmp_path, monkeypatch, caplog):
+    import onnxruntime.transformers.optimizer as optimizer
+
+    from rag.models.onnx_export import _optimize, ensure_onnx
+
+    folder = ensure_onnx("shipped:all-MiniLM-L6-v2", tmp_path / "cache", int8=False)
+    shutil.copy(folder / "model.onnx", tmp_path / "model-plain.onnx")
+
+    def fails(*args, **kwargs):
+        raise ValueError("unknown architecture")
+
+    monkeypatch.setattr(optimizer, "optimize_model", fails)
+    with caplog.at_level(logging.WARNING, logger="rag.models.embeddings"):
+        assert _optimize(tmp_path, {"heads": 12, "hidden": 384, "feeds": {}}) == 0
+    assert (tmp_path / "model.onnx").read_bytes() == (folder / "model.onnx").read_bytes()
+    assert not (tmp_path / "model-plain.onnx").exists() and not (tmp_path / "model-fused.onnx").exists()
+    assert "fusion skipped (ValueError: unknown architecture)" in caplog.text
