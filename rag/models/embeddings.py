@@ -1,12 +1,9 @@
 """Embedder interface and its backends, chosen by `embeddings.backend` and `embeddings.runtime`.
 
 `runtime: torch` runs the model as sentence-transformers loads it. `onnx` and `onnx-int8` (the default)
-export the same model once to ONNX under `<cache_dir>/onnx/<model>/` or `$RAG_ONNX_CACHE/<model>/`
-(plain torch.onnx export: optimum's sentence-transformers ONNX backend needs transformers < 4.58,
-this project pins 5.x), quantize it
-to int8 on demand (onnxruntime dynamic quantization of the MatMul weights, per output channel), and
-run it with onnxruntime; the pooling and normalisation of the sentence-transformers model are
-applied in numpy, so the vectors match the torch ones (cosine 1.0 for onnx, ~0.995 for onnx-int8).
+run the same model exported once to ONNX, its layers fused and (int8) its weights quantized, by
+onnxruntime (rag/models/onnx_export.py); the pooling and normalisation of the sentence-transformers
+model are applied in numpy, so the vectors match the torch ones (cosine 1.0 for onnx, ~0.995 for onnx-int8).
 """
 from __future__ import annotations
 
@@ -14,12 +11,7 @@ import copy
 import json
 import logging
 import os
-import re
-import shutil
-import sys
 import threading
-import time
-import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -29,6 +21,7 @@ from tqdm import tqdm
 from rag.config import EmbeddingsConfig
 from common.errors import BackendError
 from common.shipped import is_shipped, resolve
+from rag.models.onnx_export import ONNX_CACHE_ENV, ensure_onnx, onnx_folder  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -128,142 +121,6 @@ class SentenceTransformerEmbedder(Embedder):
                                               normalize_embeddings=True, show_progress_bar=False,
                                               convert_to_numpy=True)
         return out
-
-
-ONNX_FORMAT = 1
-_ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def _source_stamp(path: str) -> dict:
-    """What the export was made from: a local folder's weight/config files (name, size, mtime), or a hub id."""
-    folder = Path(path)
-    if not folder.is_dir():
-        return {"model": path}
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".json"))
-    return {"model": str(folder.resolve()),
-            "files": [[p.relative_to(folder).as_posix(), p.stat().st_size, int(p.stat().st_mtime)] for p in files]}
-
-
-# A folder for the ONNX exports of every data dir instead of each one's <data_dir>/cache/onnx: the tests
-# (dozens of fresh data dirs, some in child processes) and machines with many data dirs export once.
-ONNX_CACHE_ENV = "RAG_ONNX_CACHE"
-
-
-def onnx_folder(model: str, cache_dir: Path) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model[len("shipped:"):] if is_shipped(model) else model).strip("_")
-    shared = os.environ.get(ONNX_CACHE_ENV)
-    return (Path(shared).expanduser() if shared else Path(cache_dir) / "onnx") / (slug[-80:] or "model")
-
-
-def _export_onnx(path: str, out: Path) -> None:
-    """sentence-transformers model (Transformer -> Pooling -> optional Normalize) -> out/model.onnx,
-    its tokenizer, and onnx.json (inputs, pooling, dimension, max_seq_length)."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    st = SentenceTransformer(path, device="cpu")
-    kinds = [type(m).__name__ for m in st]
-    if kinds[:2] != ["Transformer", "Pooling"] or any(k != "Normalize" for k in kinds[2:]):
-        raise BackendError(f"embeddings.runtime onnx supports Transformer + Pooling (+ Normalize) models; "
-                           f"'{path}' has {' + '.join(kinds)}: use embeddings.runtime torch")
-    pooling = str(getattr(st[1], "pooling_mode", "mean"))
-    if pooling not in ("mean", "cls", "max"):
-        raise BackendError(f"embeddings.runtime onnx: pooling '{pooling}' is not supported; use runtime torch")
-    tokenizer = st.tokenizer
-    example = tokenizer(["a short text", "a somewhat longer example text for the export"], padding=True,
-                        return_tensors="pt")
-    names = [n for n in _ONNX_INPUTS if n in example]
-    model = st[0].auto_model.eval()
-
-    class Wrapper(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, *inputs):
-            return self.model(**dict(zip(names, inputs))).last_hidden_state
-
-    axes = {n: {0: "batch", 1: "tokens"} for n in names + ["last_hidden_state"]}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Wrapper(), tuple(example[n] for n in names), str(out / "model.onnx"), dynamo=False,
-                          input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
-                          opset_version=17)
-    tokenizer.save_pretrained(str(out))
-    meta = {"format": ONNX_FORMAT, "inputs": names, "pooling": pooling, "dimension":
-            int(st.get_embedding_dimension()), "max_seq_length": int(st.max_seq_length)}
-    (out / "onnx.json").write_text(json.dumps(meta, indent=2))
-
-
-def _quantize_int8(src: Path, dst: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    tmp = dst.with_name(dst.name + ".tmp")
-    # MatMul weights only, per output channel: quantizing the embedding table or per tensor cost
-    # cosine 0.95 against torch here; this keeps ~0.995 at nearly the same speed.
-    logging.disable(logging.WARNING)   # the quantizer logs every tensor through the root logger
-    try:
-        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"])
-    finally:
-        logging.disable(logging.NOTSET)
-    os.replace(tmp, dst)
-
-
-def ensure_onnx(model: str, cache_dir: Path, int8: bool) -> Path:
-    """The ONNX export of `model` (and its int8 copy when asked), made once and reused while the source
-    files are unchanged. A file lock keeps two processes from exporting at once."""
-    from filelock import FileLock
-
-    path = resolve(model, cache_dir)
-    out = onnx_folder(model, cache_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stamp = {"format": ONNX_FORMAT, "source": _source_stamp(path)}
-
-    def current() -> bool:
-        try:
-            return (json.loads((out / "export.json").read_text()) == stamp and (out / "model.onnx").exists()
-                    and (not int8 or (out / "model-int8.onnx").exists()))
-        except (OSError, ValueError):
-            return False
-
-    if current():
-        return out
-    with FileLock(str(out.with_name(out.name + ".lock"))):
-        if current():
-            return out
-        export = not (out / "export.json").exists() or json.loads((out / "export.json").read_text()) != stamp
-        steps = int(export) + int(int8)
-        # Shown at start-up (serve logs at INFO) and as a bar on a terminal (the CLI logs only warnings):
-        # the first start with a new data dir or model pauses here, about 10 s on 2 CPU cores.
-        log.info("embedding model %s: one-time ONNX%s export into %s (about 10-30 s)", model,
-                 " + int8" if int8 else "", out)
-        started = time.monotonic()
-        bar = tqdm(total=steps, desc="embedding model: one-time ONNX export", unit="step", file=sys.stderr,
-                   disable=None, leave=False)
-        try:
-            if export:
-                staging = out.with_name(out.name + ".tmp")
-                shutil.rmtree(staging, ignore_errors=True)
-                staging.mkdir(parents=True)
-                _export_onnx(path, staging)
-                (staging / "export.json").write_text(json.dumps(stamp, indent=2))
-                shutil.rmtree(out, ignore_errors=True)
-                staging.rename(out)
-                bar.update(1)
-            if int8 and not (out / "model-int8.onnx").exists():
-                bar.set_description("embedding model: quantizing to int8")
-                _quantize_int8(out / "model.onnx", out / "model-int8.onnx")
-                bar.update(1)
-        except BackendError:
-            raise
-        except Exception as err:  # noqa: BLE001 - export problems are backend problems for the user
-            raise BackendError(f"could not export embedding model '{model}' to ONNX: {type(err).__name__}: "
-                               f"{str(err)[:200]}; use embeddings.runtime torch") from err
-        finally:
-            bar.close()
-        log.info("embedding model %s: ONNX export done in %.1f s", model, time.monotonic() - started)
-    return out
 
 
 class OnnxEmbedder(Embedder):
