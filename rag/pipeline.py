@@ -7,7 +7,6 @@ own state (no shared streamer), and closing the generator or setting `cancel` st
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,12 +19,13 @@ from rag.answer.language import Languages, choose, clean_translation, not_found,
 from rag.config import Config
 from common.errors import RagError, UserInputError, one_line
 from rag.answer.evidence import Sentence, SentenceVectors, evidence_line, focus, pick_evidence, rank_sentences, support
-from rag.events import AudioChunk, Done, Event, Failed, Hit, Notice, Queued, Retrieved, SentenceReady, TextDelta
+from rag.events import Done, Event, Failed, Hit, Queued, Retrieved, TextDelta
 from rag.models.llm import ChatModel, GenerationSettings
 from rag.answer.prompt import (NOT_FOUND, QUESTION_MARK, answer_messages, best_supporting_source, cited_numbers, clean_rewrite,
                         fit_sources, rewrite_messages, says_not_found)
 from rag.answer.grounding import GroundingFilter
 from rag.answer.repetition import RepetitionGuard
+from rag.speaker import Speaker
 from rag.retrieve import Query, Retriever
 
 log = logging.getLogger(__name__)
@@ -294,7 +294,7 @@ class Pipeline:
             language = plan.languages.answer
             if options.speak and self.synthesizer:   # a voice of the answer's language (tts.voices)
                 synth = self.voices.for_language(language, self.synthesizer) if self.voices else self.synthesizer
-                speaker = _Speaker(synth, mark, self.cfg.tts.max_sentence_chars, self.cfg.tts.first_clause_chars)
+                speaker = Speaker(synth, mark, self.cfg.tts.max_sentence_chars, self.cfg.tts.first_clause_chars)
             mark("retrieve_s")
             yield Retrieved(question, standalone, sources, plan.languages.question)
             if not sources:
@@ -387,71 +387,3 @@ class Pipeline:
         if speaker:
             speaker.feed(text, final=True)
             yield from speaker.drain()
-
-
-class _Speaker:
-    """Sentence aggregator in front of a synthesis worker thread, so the first sentence is being
-    spoken while the model writes the next. Events come back in order through a queue."""
-
-    def __init__(self, synthesizer, mark, max_chars: int = 300, first_clause: int = 0):
-        from common.sentences import SentenceSplitter, speakable
-
-        self.synth = synthesizer
-        self.mark = mark
-        self.speakable = speakable
-        self.splitter = SentenceSplitter(max_chars=max_chars, first_clause=first_clause)
-        self.todo: queue.Queue[str | None] = queue.Queue()
-        self.done: queue.Queue[Event | BaseException | None] = queue.Queue()
-        self.thread = threading.Thread(target=self._work, name="tts-worker", daemon=True)
-        self.thread.start()
-        self.failed = False
-
-    def _work(self) -> None:
-        while (sentence := self.todo.get()) is not None:
-            try:
-                samples = self.synth.synthesize(sentence)
-                if len(samples):
-                    self.mark("first_audio_s")
-                    self.done.put(AudioChunk(samples, self.synth.sample_rate, sentence))
-            except Exception as err:  # noqa: BLE001 - reported to the consumer, speech stops, text goes on
-                self.done.put(err)
-                return
-        self.done.put(None)
-
-    def feed(self, delta: str, final: bool = False) -> None:
-        sentences = self.splitter.feed(delta) + (self.splitter.flush() if final else [])
-        for sentence in sentences:
-            spoken = self.speakable(sentence)
-            if spoken:
-                self.mark("first_sentence_s")
-                self.done.put(SentenceReady(spoken))
-                self.todo.put(spoken)
-        if final:
-            self.todo.put(None)
-
-    def _take(self, block: bool) -> Iterator[Event]:
-        while True:
-            try:
-                item = self.done.get(block=block, timeout=120 if block else None)
-            except queue.Empty:
-                return
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                if not self.failed:
-                    self.failed = True
-                    log.warning("speech synthesis failed: %s", one_line(item))
-                    yield Notice(f"speech stopped: {one_line(item)}")
-                if block:
-                    return
-                continue
-            yield item
-
-    def ready(self) -> Iterator[Event]:
-        yield from self._take(block=False)
-
-    def drain(self) -> Iterator[Event]:
-        yield from self._take(block=True)
-
-    def close(self) -> None:
-        self.todo.put(None)
