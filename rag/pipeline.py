@@ -237,7 +237,7 @@ class Pipeline:
             # The passages in the read-ahead's order and cut: the model has read them already. `ranked`
             # numbers the passages, so it is ranked again in that order (cheap: the vectors are cached).
             sources, shown = ahead.sources, ahead.shown
-            signals, ranked = self.support(question, standalone, hist, sources, hits)
+            _, ranked = self.support(question, standalone, hist, sources, hits, languages.question)
             self.read_aheads_kept += 1
             log.info("read-ahead kept: %d prompt tokens already read", ahead.read)
         else:
