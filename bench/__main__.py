@@ -30,6 +30,7 @@ BENCHMARKS = {
     "recall": "bench/retrieval_recall.py alone: answer-recall@5, single questions and follow-ups",
     "models": "SmolLM2-135M, Qwen2.5-Coder 0.5B and 1.5B side by side on squad-train (held-out half B)",
     "prompts": "prompt settings per Qwen profile on squad-train half A (what bench models holds out)",
+    "weights": "the default LLM as shipped (Q4_1) vs re-quantized (llm.requantize): llama.cpp speed, held-out answers",
     "multilingual": "de/es/fr questions about English documents: recall@5 beside English, answer language "
                     "(profiles/multilingual.yaml's LLM; not in `all`)",
 }

@@ -100,6 +100,8 @@ class LLMConfig(Section):
     # Prompt reading when this is the only answer being written and no other task on the machine wants a
     # core (common/cpu.py): 2 threads read ~1.8x faster then, and slower than 1 when a core is busy.
     n_threads_batch_idle: int = Field(2, ge=1)
+    # llama.cpp: the GGUF re-quantized once to a weight type with fast CPU kernels (rag/models/gguf_quantize.py).
+    requantize: Literal["none", "iq4_nl", "q4_0", "q4_k_s", "q8_0"] = "none"
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0)
     # transformers: cpu; auto (the plan's GPUs, else the CPU); cuda (all GPUs, which must exist); cuda:N (one).

@@ -18,6 +18,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 # The default embeddings.runtime (onnx-int8) exports the embedder once per data dir (~10 s): every test
 # data dir, child processes included, shares one export instead (rag/models/embeddings.py, RAG_ONNX_CACHE).
 os.environ.setdefault("RAG_ONNX_CACHE", str(ARTIFACTS / "onnx-cache"))
+# Likewise the LLM's one-time re-quantization (llm.requantize; rag/models/gguf_quantize.py).
+os.environ.setdefault("RAG_GGUF_CACHE", str(ARTIFACTS / "gguf-cache"))
 
 # CI replays the same examples every run (a gate must not flip on a new random draw); local runs
 # keep drawing new ones, which is how the CGNAT hole in the URL guard was found.

@@ -24,6 +24,7 @@ from rag.config import LLMConfig
 from common.cpu import cores as cpu_cores, runnable_others
 from common.errors import BackendError, BusyError, Cancelled
 from common.shipped import resolve
+from rag.models.gguf_quantize import ensure_quantized
 
 log = logging.getLogger(__name__)
 Message = dict[str, str]
@@ -185,6 +186,8 @@ class LlamaCppModel(ChatModel):
         path = resolve(cfg.model, cache_dir)
         if not Path(path).is_file():
             raise BackendError(f"GGUF model file not found: {path}; set llm.model to a .gguf file")
+        if cfg.requantize != "none":
+            path = ensure_quantized(path, cfg.requantize, cache_dir)
         n = llamacpp_contexts(cfg)
         try:
             self.contexts = [Llama(model_path=path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
