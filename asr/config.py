@@ -20,6 +20,10 @@ class ASRConfig(Section):
     languages: tuple[str, ...] | None = Field(None, min_length=1)
     vad: bool = True
     beam_size: int = Field(1, ge=1)
+    # Whisper decodes again at temperatures 0.2..1.0 when a result looks repetitive or unsure. On 40 short
+    # spoken questions that took up to 1.8 s (p95 1.35 s against 0.37 s without) and never gave a better
+    # transcript (bench/RESULTS.md, "Whisper's temperature fallback"), so it is off; true restores it.
+    temperature_fallback: bool = False
     max_audio_s: float = Field(900, gt=0)
     threads: int = Field(2, ge=1)
 

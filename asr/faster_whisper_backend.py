@@ -53,6 +53,8 @@ class FasterWhisperTranscriber(Transcriber):
         self.allowed = cfg.allowed_languages()
         self.beam_size = cfg.beam_size
         self.vad = cfg.vad
+        # Whisper's own default, or one greedy pass (asr/config.py says why that is the default).
+        self.temperature = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if cfg.temperature_fallback else 0.0
         self.device, device_index, self.compute_type = _device_and_compute(cfg.device, cfg.compute_type)
         self.model_path = resolve_model(cfg.model, Path(cache_dir) / "asr")
         kwargs = dict(device=self.device, device_index=device_index, compute_type=self.compute_type,
@@ -98,7 +100,7 @@ class FasterWhisperTranscriber(Transcriber):
     def _transcribe_samples(self, samples: np.ndarray) -> tuple[str, str, float]:
         language, probability = self.pick_language(samples)
         segments, info = self.model.transcribe(samples, language=language, beam_size=self.beam_size,
-                                               vad_filter=self.vad)
+                                               vad_filter=self.vad, temperature=self.temperature)
         # `segments` is a generator: the decoding happens while it is consumed.
         text = " ".join(s.text.strip() for s in segments)
         return text, info.language, probability if language else info.language_probability

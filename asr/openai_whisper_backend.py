@@ -58,6 +58,7 @@ class OpenAIWhisperTranscriber(Transcriber):
         allowed = cfg.allowed_languages()   # detection here is not limited to a list: one entry fixes it
         self.language = allowed[0] if allowed and len(allowed) == 1 else None
         self.beam_size = cfg.beam_size
+        self.temperature = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if cfg.temperature_fallback else 0.0
         device = cfg.device
         if device == "auto":
             import torch
@@ -76,7 +77,8 @@ class OpenAIWhisperTranscriber(Transcriber):
 
     def _transcribe_samples(self, samples: np.ndarray) -> tuple[str, str]:
         # whisper.transcribe takes the float32 16 kHz array and windows >30 s audio itself.
-        options = dict(language=self.language, fp16=self.device.startswith("cuda"), verbose=None)
+        options = dict(language=self.language, fp16=self.device.startswith("cuda"), verbose=None,
+                       temperature=self.temperature)
         if self.beam_size > 1:  # None means greedy decoding, the fast path for beam 1
             options["beam_size"] = self.beam_size
         result = self._whisper.transcribe(self.model, samples, **options)

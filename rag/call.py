@@ -135,7 +135,7 @@ class Call:
         self.transcriber = engines.transcriber
         smart_turn = self.cfg.smart_turn if smart_turn is None else smart_turn
         self.detector = TurnDetector(TurnOptions(
-            threshold=self.cfg.vad_threshold, min_speech_s=self.cfg.min_speech_s,
+            threshold=self.cfg.vad_threshold, min_speech_s=self.cfg.min_speech_s, pause_s=self.cfg.pause_s,
             end_silence_s=self.cfg.end_silence_s, max_turn_s=cfg.asr.max_audio_s,
             incomplete_silence_s=self.cfg.incomplete_silence_s),
             turn_end=engines.turn_end.complete if smart_turn else None)

@@ -200,3 +200,21 @@ def test_shipped_whisper_base(tmp_path, question_wav):
     assert (tmp_path / "asr" / "whisper-base" / "model.bin").stat().st_size > 100_000_000
     result = stt.transcribe(question_wav)
     assert result.language == "en" and wer(QUESTION, result.text) <= 0.2
+
+
+@pytest.mark.parametrize("fallback, expected", [(False, [0.0]), (True, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])])
+def test_temperature_fallback_is_off_unless_asked(tmp_path, question_wav, fallback, expected, monkeypatch):
+    """One greedy pass by default: Whisper's re-decoding at higher temperatures cost up to 1.8 s on short
+    questions and never gave a better transcript (asr/config.py)."""
+    stt = load_transcriber(ASRConfig(temperature_fallback=fallback), cache_dir=tmp_path, threads=2)
+    used = []
+    transcribe = stt.model.transcribe
+
+    def spy(*args, **kwargs):
+        segments, info = transcribe(*args, **kwargs)
+        used.append(list(info.transcription_options.temperatures))
+        return segments, info
+
+    monkeypatch.setattr(stt.model, "transcribe", spy)
+    assert wer(QUESTION, stt.transcribe(question_wav).text) <= 0.35
+    assert used == [expected]

@@ -185,7 +185,7 @@ def test_converse_with_a_bad_file_says_so(tmp_path):
 
 
 def test_an_answer_started_during_a_pause_is_dropped_when_the_user_goes_on(base_engines, voice, tmp_path):
-    """A 0.45 s pause: long enough to start answering the first half (speculate_after_s 0.3), too short
+    """A 0.45 s pause: long enough to start answering the first half (speculate_after_s 0.15), too short
     to end the turn (end_silence_s 0.6). Whether or not this machine was quick enough to start it, the
     user sees one question, the whole one, and one answer."""
     from rag.call import Call, SkippingClock, play_recording
