@@ -72,7 +72,7 @@ def test_a_call_answers_a_question_and_its_follow_up_without_a_click(playwright_
         saved = wait_for_turns(page, web_server, mark, 2)
         users = [m["content"] for m in saved if m["role"] == "user"]
         assert "panels" in users[0].lower() and "built" in users[1].lower(), users
-        assert "2017" in saved[-1]["content"], saved[-1]
+        assert "2017" in saved[-1]["content"], [(m["role"], m["content"][:300]) for m in saved]
         assert "solar-garden.md" in saved[-1]["extra"]
         page.wait_for_function("window.ragCall.played >= 2", timeout=60_000)     # both answers were heard
         page.wait_for_function("document.querySelector('#rag-sources').innerText.includes('solar-garden.md')")

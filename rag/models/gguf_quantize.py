@@ -1,13 +1,14 @@
 """A GGUF model re-quantized once to a weight type this CPU has fast llama.cpp kernels for (`llm.requantize`).
 
 SmolLM2-135M ships as Q4_1 (common/shipped.py), which llama.cpp multiplies with its generic dot
-products. IQ4_NL, Q4_0 and Q4_K weights are repacked when they load into interleaved rows that its
-AVX2/AVX-512 (and ARM) matrix kernels read several at a time: on the 2-core box IQ4_NL reads prompts
-~2x and writes tokens ~1.8x as fast as Q4_1, with answers as good on squad-train (bench/RESULTS.md,
-"LLM weight types"). llama.cpp's own quantizer does the conversion (~1 s for 135M parameters), once
-per model under `<cache_dir>/gguf/` (or `$RAG_GGUF_CACHE`), and redoes it when the source file or
-llama.cpp's version changes; a file lock keeps two processes from converting at once, and a
-half-written file is never used (written aside, then renamed).
+products. Q8_0, IQ4_NL, Q4_0 and Q4_K weights get its faster AVX2/AVX-512 (and ARM) kernels, several
+rows at a time: on the 2-core box Q8_0 reads prompts ~1.8x as fast as Q4_1 and holds the same values
+to within 1/254 of each block's range, so its answers stay the shipped model's; IQ4_NL is faster still
+but answers follow-ups after an interrupted answer worse (bench/RESULTS.md, "LLM weight types").
+llama.cpp's own quantizer does the conversion (~1 s for 135M parameters), once per model under
+`<cache_dir>/gguf/` (or `$RAG_GGUF_CACHE`), and redoes it when the source file or llama.cpp's version
+changes; a file lock keeps two processes from converting at once, and a half-written file is never
+used (written aside, then renamed).
 """
 from __future__ import annotations
 
