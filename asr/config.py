@@ -22,10 +22,14 @@ class ASRConfig(Section):
     beam_size: int = Field(1, ge=1)
     # Whisper decodes again at temperatures 0.2..1.0 when a result looks repetitive or unsure. On 40 short
     # spoken questions that took up to 1.8 s (p95 1.35 s against 0.37 s without) and never gave a better
-    # transcript (bench/RESULTS.md, "Whisper's temperature fallback"), so it is off; true restores it.
+    # transcript (bench/RESULTS.md, notes on the 2026-12-05 00:13 voice run), so it is off; true restores it.
     temperature_fallback: bool = False
     max_audio_s: float = Field(900, gt=0)
     threads: int = Field(2, ge=1)
+
+    def temperature(self) -> float | tuple[float, ...]:
+        """What both Whisper backends take: Whisper's own fallback list, or one greedy pass."""
+        return (0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if self.temperature_fallback else 0.0
 
     @field_validator("languages")
     @classmethod

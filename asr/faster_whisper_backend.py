@@ -53,8 +53,7 @@ class FasterWhisperTranscriber(Transcriber):
         self.allowed = cfg.allowed_languages()
         self.beam_size = cfg.beam_size
         self.vad = cfg.vad
-        # Whisper's own default, or one greedy pass (asr/config.py says why that is the default).
-        self.temperature = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if cfg.temperature_fallback else 0.0
+        self.temperature = cfg.temperature()    # one greedy pass unless asked (asr/config.py says why)
         self.device, device_index, self.compute_type = _device_and_compute(cfg.device, cfg.compute_type)
         self.model_path = resolve_model(cfg.model, Path(cache_dir) / "asr")
         kwargs = dict(device=self.device, device_index=device_index, compute_type=self.compute_type,

@@ -58,7 +58,7 @@ class OpenAIWhisperTranscriber(Transcriber):
         allowed = cfg.allowed_languages()   # detection here is not limited to a list: one entry fixes it
         self.language = allowed[0] if allowed and len(allowed) == 1 else None
         self.beam_size = cfg.beam_size
-        self.temperature = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if cfg.temperature_fallback else 0.0
+        self.temperature = cfg.temperature()    # one greedy pass unless asked (asr/config.py says why)
         device = cfg.device
         if device == "auto":
             import torch
