@@ -6,6 +6,7 @@ audio of any length is passed whole; nothing here cuts at 30 s.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,20 @@ def _device_and_compute(device: str, compute_type: str) -> tuple[str, int, str]:
         # float16 is the fast path on GPUs; int8 is what the CPU timings in MODELS.md were measured with.
         compute_type = "float16" if device == "cuda" else "int8"
     return device, index, compute_type
+
+
+def _encode_in_window(encode, min_frames: int, features: np.ndarray):
+    """Run Whisper's encoder on a window that fits the clip instead of the full 30 s.
+
+    faster-whisper cuts a recording into 30 s windows and pads the last (or only) one's features with zero
+    columns to 3000 frames; the encoder, most of a short question's transcription time, then works on
+    the padding too. The encoder takes a shorter input (whisper.cpp's `audio_ctx` does the same): keep
+    the clip, 1 s after it and at least `min_frames`, in whole seconds. Full windows pass unchanged."""
+    frames = features.shape[-1]
+    heard = np.flatnonzero(np.any(features.reshape(-1, frames) != 0, axis=0))
+    want = max(min_frames, (int(heard[-1]) + 1 if heard.size else 0) + 100)
+    want = -(-want // 100) * 100
+    return encode(features[..., :want] if want < frames else features)
 
 
 def _one_line(err: BaseException) -> str:
@@ -74,6 +89,10 @@ class FasterWhisperTranscriber(Transcriber):
             raise BackendError(f"speech model '{cfg.model}' is not on this machine and could not be "
                                f"downloaded ({_one_line(err)[:80]}); use {SHIPPED[0]} or a local model "
                                f"folder for asr.model") from err
+        window = round(cfg.encoder_window_s / self.model.feature_extractor.time_per_frame)
+        if window < self.model.feature_extractor.nb_max_frames:
+            # faster-whisper calls self.encode for every window and for language detection.
+            self.model.encode = partial(_encode_in_window, self.model.encode, window)
         known = set(self.model.supported_languages)
         if self.allowed and (unknown := [c for c in self.allowed if c not in known]):
             hint = f"; use {SHIPPED[1]} for other languages" if not self.model.model.is_multilingual else ""

@@ -218,3 +218,21 @@ def test_temperature_fallback_is_off_unless_asked(tmp_path, question_wav, fallba
     monkeypatch.setattr(stt.model, "transcribe", spy)
     assert wer(QUESTION, stt.transcribe(question_wav).text) <= 0.35
     assert used == [expected]
+
+
+def test_short_clips_are_encoded_in_a_short_window(stt, tmp_path, question_wav):
+    """faster-whisper pads every clip to 30 s for the encoder; a question is encoded in max(10 s, clip + 1 s)
+    instead (asr.encoder_window_s), which is most of its transcription time; 30 keeps the full window."""
+    from faster_whisper.audio import pad_or_trim
+
+    full = load_transcriber(ASRConfig(encoder_window_s=30), cache_dir=tmp_path, threads=2)
+    question = load_audio(question_wav)
+    features = stt.model.feature_extractor(question)
+    assert features.shape[-1] < 600
+    padded = pad_or_trim(features)                      # what faster-whisper hands its encoder
+    assert stt.model.encode(padded).shape == [1, 500, 384]      # 10 s of frames, halved by the encoder
+    assert full.model.encode(padded).shape == [1, 1500, 384]
+    longer = stt.model.feature_extractor(np.concatenate([question] * 5))   # 12-20 s: its length + 1 s
+    frames = -(-(longer.shape[-1] + 100) // 100) * 100
+    assert stt.model.encode(pad_or_trim(longer)).shape == [1, frames // 2, 384]
+    assert full.transcribe(question_wav).text == stt.transcribe(question_wav).text
