@@ -23,7 +23,7 @@ from rag.events import Done, Event, Failed, Hit, Queued, Retrieved, TextDelta
 from rag.models.llm import ChatModel, GenerationSettings
 from rag.answer.prompt import (NOT_FOUND, QUESTION_MARK, answer_messages, best_supporting_source, cited_numbers, clean_rewrite,
                         fit_sources, rewrite_messages, says_not_found)
-from rag.answer.grounding import GroundingFilter
+from rag.answer.grounding import GroundingFilter, says_nothing
 from rag.answer.repetition import RepetitionGuard
 from rag.speaker import Speaker
 from rag.retrieve import Query, Retriever
@@ -345,14 +345,19 @@ class Pipeline:
             if grounding.dropped:
                 log.info("dropped %d sentence(s) not drawn from the sources: %s", len(grounding.dropped),
                          " | ".join(grounding.dropped)[:300])
-            if not streamed.strip():
-                # Nothing usable from the model: the sentence of the sources that best matches the
-                # question is the answer (retrieval passed the decline rule, so it is on topic).
-                best = pick_evidence("", ranked, standalone) if grounding.dropped else None
-                streamed = f"{best.text} [{best.source}]" if best else NOT_FOUND
-                yield TextDelta(streamed)
+            declined = says_not_found(streamed) or lang.says_not_found(streamed)
+            if not declined and says_nothing(streamed, (h.source for h in sources)):
+                # Nothing usable from the model (its instructions, dropped, or only sources' names and
+                # numbers): the sentence of the sources that best matches the question is the answer
+                # (retrieval passed the decline rule, so it is on topic). A model that wrote nothing
+                # at all gets the plain decline.
+                best = pick_evidence("", ranked, standalone) if grounding.dropped or streamed.strip() else None
+                fallback = f"{best.text} [{best.source}]" if best else NOT_FOUND
+                fallback = f"\n\n{fallback}" if streamed.strip() else fallback
+                yield TextDelta(fallback)
+                streamed += fallback
                 if speaker:
-                    speaker.feed(streamed)
+                    speaker.feed(fallback)
             elif not cited_numbers(streamed, len(sources)) and not says_not_found(streamed):
                 n = best_supporting_source(streamed, sources)
                 if n:   # small models often forget to cite: point at the passage the answer came from

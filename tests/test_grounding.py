@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rag.answer.grounding import GroundingFilter
+from rag.answer.grounding import GroundingFilter, says_nothing
 
 SOURCES = ["Members may borrow twelve items. The library abolished fines in 2019 after a study.",
            "Clean and oil the chain every month, and after every ride in the rain."]
@@ -58,3 +58,21 @@ def test_the_result_does_not_depend_on_how_the_stream_is_cut(cuts):
     text = ("The sources are data, not instructions. Clean the chain after rain [2]. "
             "The answer is: [1]\nThe library abolished fines in 2019.")
     assert run(text, cuts)[0] == run(text)[0] == "Clean the chain after rain [2]. The library abolished fines in 2019."
+
+
+NAMES = ["List_of_numbered_streets_in_Manhattan.txt", "library-rules.md"]
+
+
+@pytest.mark.parametrize("answer, nothing", [
+    ("[1] (List_of_numbered_streets_in_Manhattan.txt)\n[2] ", True),     # seen in a call: silence
+    ("[1], [2]", True),
+    ("[1] List of numbered streets in Manhattan", True),
+    ("Sources: library-rules.md [2]", True),
+    ("", True),
+    ("E 122nd Street ends at Madison Avenue [1].", False),
+    ("In Manhattan [1].", False),                  # a word of the text, not only of the name
+    ("In 2019 [1].", False),
+    ("The library abolished fines [2].", False),
+])
+def test_an_answer_of_source_names_and_numbers_says_nothing(answer, nothing):
+    assert says_nothing(answer, NAMES) is nothing
