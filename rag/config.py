@@ -158,7 +158,7 @@ class CallConfig(Section):
     # transcribed, before the turn is sure to be over; dropped if they speak on (0: off).
     speculate_after_s: float = Field(0.15, ge=0, le=5)
     # Silence after speech at which the words so far are transcribed for a possible end of the turn
-    # (asr/turns.py `Paused`): the final transcript then takes ~0.35 s, so the sooner it starts the sooner
+    # (asr/turns.py `Paused`): the final transcript then takes ~0.15 s, so the sooner it starts the sooner
     # an answer can; a pause the user speaks on costs only that transcription (bench/RESULTS.md, issue 14).
     pause_s: float = Field(0.08, ge=0.03, le=2)
     partial_every_s: float = Field(1.0, ge=0)          # words-so-far while the user speaks (0: off)
