@@ -60,7 +60,7 @@ def test_the_result_does_not_depend_on_how_the_stream_is_cut(cuts):
     assert run(text, cuts)[0] == run(text)[0] == "Clean the chain after rain [2]. The library abolished fines in 2019."
 
 
-NAMES = ["List_of_numbered_streets_in_Manhattan.txt", "library-rules.md"]
+NAMES = ["List_of_numbered_streets_in_Manhattan.txt", "library-rules.md", "bikes/chain care.md"]
 
 
 @pytest.mark.parametrize("answer, nothing", [
@@ -68,6 +68,8 @@ NAMES = ["List_of_numbered_streets_in_Manhattan.txt", "library-rules.md"]
     ("[1], [2]", True),
     ("[1] List of numbered streets in Manhattan", True),
     ("Sources: library-rules.md [2]", True),
+    ("[3] chain care.md, and bikes/chain care.md", True),
+    ("Oil the chain [3].", False),
     ("", True),
     ("E 122nd Street ends at Madison Avenue [1].", False),
     ("In Manhattan [1].", False),                  # a word of the text, not only of the name

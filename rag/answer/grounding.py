@@ -93,7 +93,8 @@ def says_nothing(answer: str, source_names: Iterable[str]) -> bool:
     "In Manhattan [1]." still answers."""
     text = CITATION.sub(" ", answer)
     for name in source_names:
-        parts = [re.escape(p) for p in re.split(r"[\s_\-]+", name.rsplit(".", 1)[0]) if p]
-        if parts:
-            text = re.sub(r"[\s_\-]+".join(parts) + r"(?:\.\w{1,5})?", " ", text, flags=re.IGNORECASE)
+        for whole in (name, name.replace("\\", "/").rsplit("/", 1)[-1]):    # as indexed, and the file alone
+            parts = [re.escape(p) for p in re.split(r"[\s_\-]+", whole.rsplit(".", 1)[0]) if p]
+            if parts:
+                text = re.sub(r"[\s_\-]+".join(parts) + r"(?:\.\w{1,5})?", " ", text, flags=re.IGNORECASE)
     return not content_words(text)
