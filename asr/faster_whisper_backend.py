@@ -6,6 +6,7 @@ audio of any length is passed whole; nothing here cuts at 30 s.
 from __future__ import annotations
 
 import logging
+import threading
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,18 +38,34 @@ def _device_and_compute(device: str, compute_type: str) -> tuple[str, int, str]:
     return device, index, compute_type
 
 
+_FULL_WINDOW = threading.local()      # set while a language is being detected on this thread
+
+
 def _encode_in_window(encode, min_frames: int, features: np.ndarray):
     """Run Whisper's encoder on a window that fits the clip instead of the full 30 s.
 
     faster-whisper cuts a recording into 30 s windows and pads the last (or only) one's features with zero
     columns to 3000 frames; the encoder, most of a short question's transcription time, then works on
     the padding too. The encoder takes a shorter input (whisper.cpp's `audio_ctx` does the same): keep
-    the clip, 1 s after it and at least `min_frames`, in whole seconds. Full windows pass unchanged."""
+    the clip, 1 s after it and at least `min_frames`, in whole seconds. Full windows pass unchanged, and
+    so does language detection: on short German and Spanish questions the short window took them for
+    French or English."""
     frames = features.shape[-1]
+    if getattr(_FULL_WINDOW, "on", False):
+        return encode(features)
     heard = np.flatnonzero(np.any(features.reshape(-1, frames) != 0, axis=0))
     want = max(min_frames, (int(heard[-1]) + 1 if heard.size else 0) + 100)
     want = -(-want // 100) * 100
     return encode(features[..., :want] if want < frames else features)
+
+
+def _in_full_window(detect, *args, **kwargs):
+    """Language detection (ours, and the one transcribe does when the language is open) on 30 s."""
+    _FULL_WINDOW.on = True
+    try:
+        return detect(*args, **kwargs)
+    finally:
+        _FULL_WINDOW.on = False
 
 
 def _one_line(err: BaseException) -> str:
@@ -91,8 +108,9 @@ class FasterWhisperTranscriber(Transcriber):
                                f"folder for asr.model") from err
         window = round(cfg.encoder_window_s / self.model.feature_extractor.time_per_frame)
         if window < self.model.feature_extractor.nb_max_frames:
-            # faster-whisper calls self.encode for every window and for language detection.
+            # faster-whisper calls self.encode for every window, and self.detect_language from transcribe.
             self.model.encode = partial(_encode_in_window, self.model.encode, window)
+            self.model.detect_language = partial(_in_full_window, self.model.detect_language)
         known = set(self.model.supported_languages)
         if self.allowed and (unknown := [c for c in self.allowed if c not in known]):
             hint = f"; use {SHIPPED[1]} for other languages" if not self.model.model.is_multilingual else ""

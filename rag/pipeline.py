@@ -346,7 +346,7 @@ class Pipeline:
                 log.info("dropped %d sentence(s) not drawn from the sources: %s", len(grounding.dropped),
                          " | ".join(grounding.dropped)[:300])
             declined = says_not_found(streamed) or lang.says_not_found(streamed)
-            if not declined and says_nothing(streamed, (h.source for h in sources)):
+            if not declined and says_nothing(streamed, [n for h in sources for n in (h.source, h.location) if n]):
                 # Nothing usable from the model (its instructions, dropped, or only sources' names and
                 # numbers): the sentence of the sources that best matches the question is the answer
                 # (retrieval passed the decline rule, so it is on topic). A model that wrote nothing

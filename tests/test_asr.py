@@ -198,8 +198,23 @@ def test_shipped_whisper_base(tmp_path, question_wav):
         return
     stt = load_transcriber(cfg, cache_dir=tmp_path)
     assert (tmp_path / "asr" / "whisper-base" / "model.bin").stat().st_size > 100_000_000
+    # The language is detected on Whisper's full 30 s window (in the short one, short German and Spanish
+    # questions came out French or English), the words in the short window (asr.encoder_window_s).
+    from functools import partial
+
+    from asr.faster_whisper_backend import _encode_in_window
+
+    inner, window = stt.model.encode.args
+    seen = []
+
+    def spy(features):
+        seen.append(features.shape[-1])
+        return inner(features)
+
+    stt.model.encode = partial(_encode_in_window, spy, window)
     result = stt.transcribe(question_wav)
     assert result.language == "en" and wer(QUESTION, result.text) <= 0.2
+    assert seen == [3000, 1000]
 
 
 @pytest.mark.parametrize("fallback, expected", [(False, [0.0]), (True, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])])
@@ -236,3 +251,4 @@ def test_short_clips_are_encoded_in_a_short_window(stt, tmp_path, question_wav):
     frames = -(-(longer.shape[-1] + 100) // 100) * 100
     assert stt.model.encode(pad_or_trim(longer)).shape == [1, frames // 2, 384]
     assert full.transcribe(question_wav).text == stt.transcribe(question_wav).text
+

@@ -60,12 +60,15 @@ def test_the_result_does_not_depend_on_how_the_stream_is_cut(cuts):
     assert run(text, cuts)[0] == run(text)[0] == "Clean the chain after rain [2]. The library abolished fines in 2019."
 
 
-NAMES = ["List_of_numbered_streets_in_Manhattan.txt", "library-rules.md", "bikes/chain care.md"]
+NAMES = ["List_of_numbered_streets_in_Manhattan.txt", "library-rules.md", "bikes/chain care.md",
+         "solar-garden.md", "Millstream Solar Garden > Size and output"]
 
 
 @pytest.mark.parametrize("answer, nothing", [
     ("[1] (List_of_numbered_streets_in_Manhattan.txt)\n[2] ", True),     # seen in a call: silence
     ("[1], [2]", True),
+    ("[1] (solar-garden.md, Millstream Solar Garden > Size and output)", True),   # a file and its heading
+    ("The Millstream Solar Garden has 4,800 panels [1].", False),
     ("[1] List of numbered streets in Manhattan", True),
     ("Sources: library-rules.md [2]", True),
     ("[3] chain care.md, and bikes/chain care.md", True),

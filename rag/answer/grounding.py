@@ -85,16 +85,17 @@ class GroundingFilter:
 
 
 def says_nothing(answer: str, source_names: Iterable[str]) -> bool:
-    """The answer holds no word beyond citation markers and the sources' names: the 135 M model
-    sometimes "answers" with a list such as '[1] (List_of_numbered_streets_in_Manhattan.txt) [2]'.
+    """The answer holds no word beyond citation markers and the sources' names (file names and headings,
+    as the prompt labels them): the 135 M model sometimes "answers" with a list such as
+    '[1] (List_of_numbered_streets_in_Manhattan.txt) [2]' or '[1] (solar-garden.md, Millstream Solar Garden > Size)'.
     That passes the filter above (the file name's words are the sources' words) but answers nothing,
     and in a call it is silence: speakable text drops markers and names alike. A name is removed only
     where it stands whole (with or without its extension, '_', '-' or spaces between its words), so
     "In Manhattan [1]." still answers."""
     text = CITATION.sub(" ", answer)
-    for name in source_names:
-        for whole in (name, name.replace("\\", "/").rsplit("/", 1)[-1]):    # as indexed, and the file alone
-            parts = [re.escape(p) for p in re.split(r"[\s_\-]+", whole.rsplit(".", 1)[0]) if p]
-            if parts:
-                text = re.sub(r"[\s_\-]+".join(parts) + r"(?:\.\w{1,5})?", " ", text, flags=re.IGNORECASE)
+    names = {n for name in source_names for n in (name, name.replace("\\", "/").rsplit("/", 1)[-1])}
+    for whole in sorted(names, key=len, reverse=True):    # a heading may hold a file's words: longest first
+        parts = [re.escape(p) for p in re.split(r"[\s_\-]+", re.sub(r"\.\w{1,5}$", "", whole)) if p]
+        if parts:
+            text = re.sub(r"[\s_\-]+".join(parts) + r"(?:\.\w{1,5})?", " ", text, flags=re.IGNORECASE)
     return not content_words(text)
