@@ -346,12 +346,13 @@ class Pipeline:
                 log.info("dropped %d sentence(s) not drawn from the sources: %s", len(grounding.dropped),
                          " | ".join(grounding.dropped)[:300])
             declined = says_not_found(streamed) or lang.says_not_found(streamed)
-            if not declined and says_nothing(streamed, [n for h in sources for n in (h.source, h.location) if n]):
+            names = [n for h in sources for n in (h.source, h.location) if n]
+            if not declined and says_nothing(streamed, names):
                 # Nothing usable from the model (its instructions, dropped, or only sources' names and
                 # numbers): the sentence of the sources that best matches the question is the answer
                 # (retrieval passed the decline rule, so it is on topic). A model that wrote nothing
                 # at all gets the plain decline.
-                best = pick_evidence("", ranked, standalone) if grounding.dropped or streamed.strip() else None
+                best = pick_evidence("", ranked, standalone, names) if grounding.dropped or streamed.strip() else None
                 fallback = f"{best.text} [{best.source}]" if best else NOT_FOUND
                 fallback = f"\n\n{fallback}" if streamed.strip() else fallback
                 yield TextDelta(fallback)
@@ -366,7 +367,7 @@ class Pipeline:
             # the model's words only: a quoted sentence may say "no mention"
             abstained = says_not_found(streamed) or lang.says_not_found(streamed)
             if self.cfg.prompt.evidence:   # shown, not spoken: the speaker is not fed this line
-                quote = pick_evidence(streamed, ranked, standalone)
+                quote = pick_evidence(streamed, ranked, standalone, names)
                 if quote:
                     line = evidence_line(quote, abstained)
                     yield TextDelta(line)

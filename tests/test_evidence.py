@@ -6,7 +6,7 @@ import re
 import numpy as np
 
 from rag.events import Hit
-from rag.answer.evidence import Sentence, SentenceVectors, evidence_line, focus, pick_evidence, rank_sentences, sentences_of, support
+from rag.answer.evidence import Sentence, SentenceVectors, evidence_line, focus, pick_evidence, rank_sentences, sentences_of, subject_words, support
 
 VOCAB: dict[str, int] = {}
 
@@ -70,6 +70,20 @@ def test_the_quote_prefers_the_sentence_with_the_questions_words():
     pool = [Sentence(1, i, f"Filler sentence number {i} about boats.", 0.5 - i / 100) for i in range(5)]
     pool.append(Sentence(1, 9, "Fines were abolished at the Harbor Point library in 2019.", 0.30))
     assert pick_evidence("x", pool, question) in pool[:5]
+
+
+def test_words_that_name_the_document_earn_no_bonus():
+    # MiniLM's real ranking (seen as a new user): cosine put the Saturday sentence first, but "Harbor"
+    # and "Point" are rare among the sentences, so the bonus quoted the opening date instead.
+    ranked = [Sentence(2, 0, "The library is open from 9 to 7 on weekdays, and from 10 to 4 on Saturdays.", 0.70),
+              Sentence(1, 0, "The Harbor Point Community Library opened in 1962 in a former sail loft.", 0.64),
+              Sentence(2, 2, "During the herring festival the library stays open until 10 at night.", 0.59),
+              Sentence(2, 1, "It is closed on Sundays and public holidays.", 0.58)]
+    question = "When is the Harbor Point library open on Saturdays?"
+    assert "1962" in pick_evidence("", ranked, question).text               # the title's words decided
+    names = ["harbor-library.md", "Harbor Point Community Library > Opening hours"]
+    assert "Saturdays" in pick_evidence("", ranked, question, names).text
+    assert subject_words(["docs/Namibia.txt", "", "A > B"]) == {"namibia", "a"}
 
 
 def test_evidence_line_is_a_verbatim_quote():
