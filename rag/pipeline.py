@@ -18,6 +18,7 @@ from rag.answer.abstain import Signals, coverage, decide, question_terms
 from rag.answer.language import Languages, choose, clean_translation, not_found, question_language, translate_messages
 from rag.config import Config
 from common.errors import RagError, UserInputError, one_line
+from rag.answer.citations import CitationFilter
 from rag.answer.evidence import Sentence, SentenceVectors, evidence_line, focus, pick_evidence, rank_sentences, support
 from rag.events import Done, Event, Failed, Hit, Queued, Retrieved, TextDelta
 from rag.models.llm import ChatModel, GenerationSettings
@@ -314,13 +315,14 @@ class Pipeline:
             # question's words too (names and numbers stay shared with the sources either way).
             cross = plan.languages.documents not in (None, language)
             grounding = GroundingFilter(labelled_texts(sources) + ([question] if cross else []))
+            citations = CitationFilter(len(sources))      # "[3]" with two sources points nowhere
             try:
                 settings = GenerationSettings(self.cfg.llm.max_new_tokens, self.cfg.llm.temperature)
                 stream = self.llm.stream(messages, settings, cancel)
                 try:
                     for raw in stream:
                         mark("first_token_s")
-                        delta = grounding.feed(guard.feed(raw))
+                        delta = citations.feed(grounding.feed(guard.feed(raw)))
                         if delta:
                             parts.append(delta)
                             yield TextDelta(delta)
@@ -332,7 +334,7 @@ class Pipeline:
                             break
                 finally:
                     stream.close()       # stops generation when we stop early
-                if tail := grounding.feed(guard.flush()) + grounding.flush():
+                if tail := citations.feed(grounding.feed(guard.flush()) + grounding.flush()) + citations.flush():
                     parts.append(tail)
                     yield TextDelta(tail)
                     if speaker:
@@ -345,6 +347,8 @@ class Pipeline:
             if grounding.dropped:
                 log.info("dropped %d sentence(s) not drawn from the sources: %s", len(grounding.dropped),
                          " | ".join(grounding.dropped)[:300])
+            if citations.dropped:
+                log.info("dropped citation(s) of no source: %s", " ".join(citations.dropped))
             declined = says_not_found(streamed) or lang.says_not_found(streamed)
             names = [n for h in sources for n in (h.source, h.location) if n]
             if not declined and says_nothing(streamed, names):
