@@ -1,6 +1,8 @@
 """Ingest -> search -> ask with the real embedder, FAISS, BM25 and the shipped LLM."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 import subprocess
 import sys
@@ -179,8 +181,11 @@ def test_the_whole_question_keeps_a_read_ahead_only_when_its_passages_agree(base
     assert kept.shown == almost.shown and kept.messages[-1] != almost.messages[-1]
     assert "2019" in " ".join(h.text for h in kept.shown)
     # Same passages, but the partial words picked other sentences (not the one saying 2019): not kept.
-    early = pipeline.prefill("When did the Harbor Point library abolish", [], voice)
-    assert {h.chunk_id for h in early.sources} == {h.chunk_id for h in own.sources}
+    # (Made from `almost` by taking that sentence out of what it shows: which partial words retrieve
+    # exactly the same passages depends on the CPU's int8 embedding kernels, AVX2 or AVX-512.)
+    best = own.ranked[0].text
+    assert "2019" in best and any(best in h.text for h in almost.shown)
+    early = replace(almost, shown=tuple(replace(h, text=h.text.replace(best, "").strip()) for h in almost.shown))
     assert pipeline.plan(whole_question, [], voice, early).shown == own.shown != early.shown
     # Other passages: its own prompt.
     other = pipeline.prefill("When did the Harbor Point library open", [], voice)
