@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 
+from rag.answer.repetition import CITATION    # what a whole marker is, as the other filters see it
+
 _FORMING = re.compile(r"\[[\d\s,]*")                 # what a marker looks like before its "]"
-_MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 MAX_MARKER = 24                                      # longer than any marker: it is text, let it go
 
 
@@ -42,10 +43,9 @@ class CitationFilter:
         return "".join(out)
 
     def _settle(self, marker: str) -> str:
-        found = _MARKER.fullmatch(marker)
-        if not found:
+        if not CITATION.fullmatch(marker):
             return marker
-        numbers = [int(n) for n in re.split(r"\s*,\s*", found.group(1))]
+        numbers = [int(n) for n in re.findall(r"\d+", marker)]
         kept = [n for n in numbers if 1 <= n <= self.n_sources]
         if len(kept) == len(numbers):
             return marker

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rag.answer.abstain import question_terms, terms
+from rag.answer.grounding import file_name, without_extension
 from rag.events import Hit
 from common.sentences import split_sentences
 
@@ -137,8 +138,7 @@ def subject_words(names: Sequence[str]) -> set[str]:
     words: set[str] = set()
     for name in names:
         if name:
-            title = name.split(" > ")[0]
-            words |= terms(re.sub(r"\.[A-Za-z0-9]{1,5}$", "", title.rsplit("/", 1)[-1]))
+            words |= terms(without_extension(file_name(name.split(" > ")[0])))
     return words
 
 

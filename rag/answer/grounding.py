@@ -84,6 +84,15 @@ class GroundingFilter:
         return out
 
 
+def file_name(path: str) -> str:
+    """A source's file name without its folders ("bikes/chain care.md" -> "chain care.md")."""
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def without_extension(name: str) -> str:
+    return re.sub(r"\.\w{1,5}$", "", name)
+
+
 def says_nothing(answer: str, source_names: Iterable[str]) -> bool:
     """The answer holds no word beyond citation markers and the sources' names (file names and headings,
     as the prompt labels them): the 135 M model sometimes "answers" with a list such as
@@ -93,9 +102,9 @@ def says_nothing(answer: str, source_names: Iterable[str]) -> bool:
     where it stands whole (with or without its extension, '_', '-' or spaces between its words), so
     "In Manhattan [1]." still answers."""
     text = CITATION.sub(" ", answer)
-    names = {n for name in source_names for n in (name, name.replace("\\", "/").rsplit("/", 1)[-1])}
+    names = {n for name in source_names for n in (name, file_name(name))}
     for whole in sorted(names, key=len, reverse=True):    # a heading may hold a file's words: longest first
-        parts = [re.escape(p) for p in re.split(r"[\s_\-]+", re.sub(r"\.\w{1,5}$", "", whole)) if p]
+        parts = [re.escape(p) for p in re.split(r"[\s_\-]+", without_extension(whole)) if p]
         if parts:
             text = re.sub(r"[\s_\-]+".join(parts) + r"(?:\.\w{1,5})?", " ", text, flags=re.IGNORECASE)
     return not content_words(text)
