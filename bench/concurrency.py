@@ -1,6 +1,6 @@
 """Simultaneous questions through one Pipeline (threads), default profile, text only.
 
-At each level (1, 2, 4, 8 questions at once) the requests start together (a barrier) and every
+At each level (1, 2, 4, 8 questions at once; the same 8 questions at every level, in waves) the requests start together (a barrier) and every
 timing is taken from that common start, so time spent queued behind the model's gate counts. The
 local llama.cpp model writes one answer per context at once (`llm.contexts`, rag/models/llm.py), the
 rest queue in the gate: aggregate tokens/s should rise up to the number of contexts (one per core),
@@ -13,8 +13,8 @@ from __future__ import annotations
 import threading
 import time
 
-from bench.common import (Context, Section, Table, answerable, engines, load_now, pct, quick_overrides, spread, squad,
-                          squad_index, target)
+from bench.common import (Context, Section, Table, answerable, engines, forget_prompt_cache, load_now, pct, quick_overrides,
+                          spread, squad, squad_index, target)
 
 
 def ask_all(pipeline, llm, questions: list[str]) -> tuple[list[dict], float]:
@@ -56,21 +56,24 @@ def run(ctx: Context) -> Section:
             pool.append(q["question"])
         if len(pool) >= 40:
             break
-    ask_all(pipeline, llm, pool[-1:])   # warm-up (another question: llama.cpp would reuse a repeated prompt)
     contexts = getattr(llm, "gate").slots
-    table = Table(f"Simultaneous questions through one Pipeline ({eng.cfg.llm.backend}, {contexts} context(s) of "
+    table = Table(f"The same {levels[-1]} questions at each level through one Pipeline ({eng.cfg.llm.backend}, {contexts} context(s) of "
                   f"{eng.cfg.llm.n_threads} thread(s), max {eng.cfg.llm.max_new_tokens} new tokens); times from "
                   "the common start",
                   ["simultaneous", "requests", "aggregate tokens/s", "first token p50 s", "first token p95 s",
                    "answer done p95 s", "failed"])
-    used = 0
     section = Section("concurrency", "Concurrency: simultaneous questions", [table])
+    asked = pool[:levels[-1]]     # every level asks the same questions, so answer lengths do not differ
+    warm = [q for q in pool if q not in asked][-contexts:]
     for level in levels:
-        waves = 1 if ctx.quick else max(1, 8 // level)   # at least 8 requests per level (full run)
+        waves = 1 if ctx.quick else max(1, len(asked) // level)
         rows, tokens, wall = [], 0, 0.0
-        for _ in range(waves):
-            questions = [pool[(used + i) % len(pool)] for i in range(level)]
-            used += level
+        # Each level starts alike: no context holds a prompt of the questions below (llama.cpp would
+        # reuse it), and every context has read the system part (untimed, other questions).
+        forget_prompt_cache(llm)
+        ask_all(pipeline, llm, warm)
+        for wave in range(waves):
+            questions = asked[wave * level:(wave + 1) * level]
             res, w = ask_all(pipeline, llm, questions)
             rows += res
             tokens += sum(r.get("tokens", 0) for r in res)
