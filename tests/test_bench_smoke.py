@@ -22,7 +22,7 @@ TABLES = {
     "generation": "**Time to first token and decode speed",
     "voice": "**End of speech -> first audio",
     "turn ends": "**Turn ends over",
-    "concurrency": "**Simultaneous questions through one Pipeline",
+    "concurrency": "**The same 2 questions at each level through one Pipeline",
     "memory": "**Resident memory (MB)",
     "recall": "**Answer-recall@5",
     "answers": "**Answers to 3 questions",
