@@ -71,12 +71,11 @@ def ask(pipeline, question: str) -> dict:
     raise RuntimeError("the pipeline ended without Done")
 
 
-_EVIDENCE = re.compile(r"\n\n(?:Source|Closest passage) \[\d+\]: \"")
-
-
 def model_words(answer: str) -> str:
     """The model's part of an answer, without the evidence quote the pipeline appends (rag/answer/evidence.py)."""
-    return _EVIDENCE.split(answer, maxsplit=1)[0]
+    from rag.answer.prompt import without_evidence
+
+    return without_evidence(answer)
 
 
 def signals(pipeline, question: str) -> dict:

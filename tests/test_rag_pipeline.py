@@ -132,6 +132,11 @@ def test_looks_like_follow_up(question, expected):
      "It opened in 1962 [1]. It opened in a sail loft. The library opened in 1962 [2]. Done", False),
     ("Yes. Yes. Fine.", "Yes. Yes. Fine.", False),                      # too short to call a loop
     ("A long first sentence here. A long first sent", "A long first sentence here. ", False),
+    # a piece looping inside one never-ending sentence (a copied source label, seen as a new user)
+    ("It costs 40 dollars. (garden.md, Greenhouse > Ownership" + " > Greenhouse" * 30,
+     "It costs 40 dollars. (garden.md, Greenhouse > Ownership > Greenhouse > Greenhouse", True),
+    ("New York, New York is a song. It cost 1,000,000,000 dollars. Ha ha ha ha!",      # prose, not loops
+     "New York, New York is a song. It cost 1,000,000,000 dollars. Ha ha ha ha!", False),
 ])
 def test_repetition_guard(text, expected, stopped):
     from rag.answer.repetition import RepetitionGuard
@@ -223,3 +228,40 @@ def test_the_default_profile_asks_the_model_only_for_the_answer(base_engines, mo
     calls.clear()
     fold(pipeline.ask("Who was its first librarian?", history))
     assert calls[0] == "complete", calls
+
+
+@pytest.mark.parametrize("rewrite, expected", [
+    ("How much does it cost to join the Alder Creek greenhouse?", "How much does it cost to join the Alder Creek greenhouse?"),
+    ('Rewritten question: "Who was the first librarian of the Harbor Point library?"',
+     "Who was the first librarian of the Harbor Point library?"),
+    # the 135M model's usual "rewrite" of a follow-up: the earlier answer, or an answer of its own
+    ("The greenhouse has 48 raised beds heated by a ground-source heat pump.", None),
+    ("The answer is: Juneau.", None),
+])
+def test_a_rewrite_of_a_question_must_be_a_question(rewrite, expected):
+    from rag.answer.prompt import clean_rewrite
+
+    assert clean_rewrite(rewrite, "How much does it cost to join?") == expected
+
+
+def test_the_model_reads_an_earlier_answer_as_its_first_sentences_without_quote_or_citations(base_engines, monkeypatch):
+    """Given a whole earlier answer (its citations, the app's evidence quote), the 135M model wrote it
+    again as the answer to the follow-up (seen as a new user). What it is shown of that answer: its
+    first sentences, no markers, no quote; the user's turn as it was."""
+    from rag.answer.prompt import HISTORY_ANSWER_CHARS
+    from rag.events import fold
+
+    long_answer = ("The library opened in 1962 in a former sail loft [1]. " * 12
+                   + '\n\nSource [1]: "The library opened in 1962 in a former sail loft."')
+    history = [{"role": "user", "content": "When did the Harbor Point library open?"},
+               {"role": "assistant", "content": long_answer}]
+    seen = []
+    real = base_engines.llm.stream
+    monkeypatch.setattr(base_engines.llm, "stream", lambda messages, *a, **k: seen.append(messages) or real(messages, *a, **k))
+    fold(base_engines.pipeline().ask("Who was its first librarian?", history))
+    prompt = seen[-1]
+    assert prompt[-3] == history[0]
+    earlier = prompt[-2]["content"]
+    assert earlier.startswith("The library opened in 1962 in a former sail loft. The library")
+    assert len(earlier) <= HISTORY_ANSWER_CHARS and earlier.endswith(".")
+    assert "[1]" not in earlier and "Source" not in earlier

@@ -90,11 +90,41 @@ def answer_messages(question: str, hits: Sequence[Hit], history: Sequence[dict[s
     if language_line:   # issue 16: the answer's language (rag/answer/language.py), last where small models heed it most
         user += " " + language_line
     shots = EXAMPLE if example else []
-    return [{"role": "system", "content": system}, *shots, *history, {"role": "user", "content": user}]
+    return [{"role": "system", "content": system}, *shots, *model_history(history), {"role": "user", "content": user}]
+
+
+# The quote rag/answer/evidence.py `evidence_line` appends to an answer, as a paragraph of its own.
+EVIDENCE_LINE = re.compile(r'\n\n(?:Source|Closest passage) \[\d+\]: ".*$', re.S)
+_CITE_MARKERS = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
+HISTORY_ANSWER_CHARS = 400    # an earlier answer as the model reads it again: its first sentences
+
+
+def without_evidence(answer: str) -> str:
+    """An answer without its evidence quote: the model's own words (and a fallback sentence)."""
+    return EVIDENCE_LINE.sub("", answer)
+
+
+def model_history(history: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """Earlier turns as the model reads them. An earlier answer loses the evidence quote the app
+    appended (the model did not write it) and its citation markers (they number that answer's
+    sources, not this one's), and is cut to its first sentences: a 135M model copies what it is
+    shown, and given a whole earlier answer it wrote it again as the answer to the follow-up (and as
+    the follow-up's rewrite), seen as a new user."""
+    out = []
+    for m in history:
+        content = m["content"]
+        if m["role"] == "assistant":
+            content = " ".join(_CITE_MARKERS.sub(" ", without_evidence(content)).split())
+            content = content.replace(" .", ".").replace(" ,", ",")
+            if len(content) > HISTORY_ANSWER_CHARS:
+                cut = content.rfind(". ", 0, HISTORY_ANSWER_CHARS)
+                content = content[:cut + 1] if cut > 0 else content[:HISTORY_ANSWER_CHARS].rsplit(" ", 1)[0]
+        out.append({"role": m["role"], "content": content})
+    return out
 
 
 def rewrite_messages(question: str, history: Sequence[dict[str, str]]) -> list[dict[str, str]]:
-    convo = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in history)
+    convo = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in model_history(history))
     return [{"role": "system", "content": REWRITE_SYSTEM},
             {"role": "user", "content": f"Conversation:\n{convo}\n\nLast question: {question}\n\nRewritten question:"}]
 
@@ -102,9 +132,11 @@ def rewrite_messages(question: str, history: Sequence[dict[str, str]]) -> list[d
 def clean_rewrite(text: str, question: str) -> str | None:
     """The model's rewrite if it looks like one question, else None (small models ramble)."""
     line = text.strip().splitlines()[0].strip().strip('"') if text.strip() else ""
-    line = re.sub(r"^(rewritten question|question)\s*:\s*", "", line, flags=re.IGNORECASE).strip()
+    line = re.sub(r"^(rewritten question|question)\s*:\s*", "", line, flags=re.IGNORECASE).strip().strip('"')
     if not line or len(line) > 3 * len(question) + 120 or len(line) < 3:
         return None
+    if question.rstrip().endswith("?") and not line.endswith("?"):
+        return None     # not a question: the 135M model gave back the earlier answer instead
     return line
 
 
