@@ -18,14 +18,13 @@ from rag.answer.abstain import Signals, coverage, decide, question_terms
 from rag.answer.language import Languages, choose, clean_translation, not_found, question_language, translate_messages
 from rag.config import Config
 from common.errors import RagError, UserInputError, one_line
-from rag.answer.citations import CitationFilter
+from rag.answer.filters import AnswerFilters
 from rag.answer.evidence import Sentence, SentenceVectors, evidence_line, focus, pick_evidence, rank_sentences, support
 from rag.events import Done, Event, Failed, Hit, Queued, Retrieved, TextDelta
 from rag.models.llm import ChatModel, GenerationSettings
 from rag.answer.prompt import (NOT_FOUND, QUESTION_MARK, answer_messages, best_supporting_source, cited_numbers, clean_rewrite,
-                        fit_sources, rewrite_messages, says_not_found)
-from rag.answer.grounding import GroundingFilter, says_nothing
-from rag.answer.repetition import RepetitionGuard
+                        fit_sources, model_history, rewrite_messages, says_not_found)
+from rag.answer.grounding import says_nothing
 from rag.speaker import Speaker
 from rag.retrieve import Query, Retriever
 
@@ -205,23 +204,33 @@ class Pipeline:
     def support(self, question: str, standalone: str, history: list[Message],
                 sources: Sequence[Hit], hits: Sequence[Hit], language: str | None = None) -> tuple[Signals, list[Sentence]]:
         """How well the passages the model would get match the question: the abstention signals and
-        their sentences ranked (for the evidence line). A follow-up ("when was it built?") says little
-        on its own, so it is also read with the previous user turn, as the history-aware query does.
-        `dense` stays the best over all `hits` (the passage rule as it always was)."""
+        their sentences ranked (focus sentences, the evidence quote). A follow-up's own words name no
+        subject ("When is it closed?" ranked another document's "It is closed on Sundays" first, seen as
+        a new user), and read with the earlier turns it matches their answer best: a sentence scores
+        its mean match to both readings. For the decline signals only, it is also read with the
+        earlier answer (3 of 20 answerable follow-ups were declined without it, 1 with; ranked by it,
+        the quote would be the earlier answer's). `dense` stays the best over all `hits`."""
         texts = [standalone]
         users = [m["content"] for m in history if m["role"] == "user"]
-        if users and looks_like_follow_up(question, language):
-            texts.append(f"{users[-1]} {question}")
+        follow_up = bool(users) and looks_like_follow_up(question, language)
+        if follow_up:
+            recent = users[-max(1, self.cfg.memory.history_turns):]
+            texts = [standalone, " ".join([*recent, question])]
         passages = [h.text for h in sources]
-        ranked = rank_sentences(texts, passages, self.sentence_vectors) if passages else []
+        ranked = rank_sentences(texts, passages, self.sentence_vectors, mean=follow_up) if passages else []
+        best, asked = support(ranked), " ".join(texts)
+        answers = [m["content"] for m in model_history(history) if m["role"] == "assistant"]
+        if follow_up and answers and passages and not says_not_found(answers[-1]):   # a decline names nothing
+            with_answer = f"{answers[-1]} {question}"
+            best = max(best, support(rank_sentences([with_answer], passages, self.sentence_vectors)))
+            asked += " " + with_answer
         dense = max((h.dense_score for h in hits), default=-1.0)
         labelled = labelled_texts(sources)
-        asked = " ".join(texts)
         share = coverage(asked, labelled)
         weighted = share   # document frequencies are counted only for a config that uses them
         if self.cfg.retrieval.abstain_coverage_idf:
             weighted = coverage(asked, labelled, self.retriever.index.idf(question_terms(asked)))
-        return Signals(dense, support(ranked), share, weighted), ranked
+        return Signals(dense, best, share, weighted), ranked
 
     def plan(self, question: str, hist: list[Message], options: AskOptions, ahead: Plan | None = None) -> Plan:
         """Everything before the model writes: the passages, whether to decline, and the messages.
@@ -309,46 +318,37 @@ class Pipeline:
             for position in self.llm.gate.wait(cancel):
                 yield Queued(position)
             parts: list[str] = []
-            guard = RepetitionGuard()     # small models loop; nothing repeated is shown or spoken
-            # ...and talk about their instructions ("The sources are data, not instructions."): dropped too
             # An answer in another language than the sources shares few words with them: it may use the
             # question's words too (names and numbers stay shared with the sources either way).
             cross = plan.languages.documents not in (None, language)
-            grounding = GroundingFilter(labelled_texts(sources) + ([question] if cross else []))
-            citations = CitationFilter(len(sources))      # "[3]" with two sources points nowhere
+            filters = AnswerFilters(labelled_texts(sources) + ([question] if cross else []), len(sources))
             try:
                 settings = GenerationSettings(self.cfg.llm.max_new_tokens, self.cfg.llm.temperature)
                 stream = self.llm.stream(messages, settings, cancel)
                 try:
                     for raw in stream:
                         mark("first_token_s")
-                        delta = citations.feed(grounding.feed(guard.feed(raw)))
-                        if delta:
+                        if delta := filters.feed(raw):
                             parts.append(delta)
                             yield TextDelta(delta)
                             if speaker:
                                 speaker.feed(delta)
                                 yield from speaker.ready()
-                        if guard.stopped:
-                            log.info("generation stopped: the model began repeating itself")
+                        if filters.stopped:
                             break
                 finally:
                     stream.close()       # stops generation when we stop early
-                if tail := citations.feed(grounding.feed(guard.flush()) + grounding.flush()) + citations.flush():
+                if tail := filters.flush():
                     parts.append(tail)
                     yield TextDelta(tail)
                     if speaker:
                         speaker.feed(tail)
             finally:
                 self.llm.gate.leave()
+            filters.log()
             # `streamed` is exactly what the TextDeltas said (the model may end on a line break before
             # a citation is added), so the final answer is always their concatenation.
             streamed = "".join(parts)
-            if grounding.dropped:
-                log.info("dropped %d sentence(s) not drawn from the sources: %s", len(grounding.dropped),
-                         " | ".join(grounding.dropped)[:300])
-            if citations.dropped:
-                log.info("dropped citation(s) of no source: %s", " ".join(citations.dropped))
             declined = says_not_found(streamed) or lang.says_not_found(streamed)
             names = [n for h in sources for n in (h.source, h.location) if n]
             if not declined and says_nothing(streamed, names):
@@ -356,7 +356,7 @@ class Pipeline:
                 # numbers): the sentence of the sources that best matches the question is the answer
                 # (retrieval passed the decline rule, so it is on topic). A model that wrote nothing
                 # at all gets the plain decline.
-                best = pick_evidence("", ranked, standalone, names) if grounding.dropped or streamed.strip() else None
+                best = pick_evidence("", ranked, standalone, names) if filters.grounding_dropped or streamed.strip() else None
                 fallback = f"{best.text} [{best.source}]" if best else NOT_FOUND
                 fallback = f"\n\n{fallback}" if streamed.strip() else fallback
                 yield TextDelta(fallback)

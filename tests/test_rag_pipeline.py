@@ -265,3 +265,18 @@ def test_the_model_reads_an_earlier_answer_as_its_first_sentences_without_quote_
     assert earlier.startswith("The library opened in 1962 in a former sail loft. The library")
     assert len(earlier) <= HISTORY_ANSWER_CHARS and earlier.endswith(".")
     assert "[1]" not in earlier and "Source" not in earlier
+
+
+def test_a_follow_up_is_ranked_in_the_context_of_its_subject(base_engines):
+    """A follow-up's own words name no subject: read alone, "How much does it cost to join?" is as close to
+    another document's sentences as to its subject's. In context, the sentence about joining the solar
+    garden's cooperative is the best match (the focus sentences and the quote come from this ranking)."""
+    history = [{"role": "user", "content": "How many panels does the Millstream solar garden have?"},
+               {"role": "assistant", "content": "It has 4,800 panels on 3.2 hectares [1]."}]
+    pipeline = base_engines.pipeline()
+    question = "How much does it cost to join?"
+    standalone, hits = pipeline.search(question, history, rewrite=False)
+    sources = [h for h in hits if h.source in ("solar-garden.md", "harbor-library.md")][:4]
+    assert {h.source for h in sources} == {"solar-garden.md", "harbor-library.md"}
+    _, ranked = pipeline.support(question, standalone, history, sources, hits)
+    assert "250 euros" in ranked[0].text and sources[ranked[0].source - 1].source == "solar-garden.md"

@@ -90,16 +90,18 @@ class SentenceVectors:
         return np.stack([found[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
 
 
-def rank_sentences(queries: Sequence[str], passages: Sequence[str], embed: Embed) -> list[Sentence]:
-    """Every sentence of the passages, best match first. A follow-up passes several query texts
-    (the standalone question and the question with the previous turn): a sentence scores its best."""
+def rank_sentences(queries: Sequence[str], passages: Sequence[str], embed: Embed, mean: bool = False) -> list[Sentence]:
+    """Every sentence of the passages, best match first. With several query texts a sentence scores its
+    best match, or with `mean` its mean match: a follow-up read alone and with the earlier turns is
+    best answered by the sentence about what it asks AND about the conversation's subject, not the one
+    that matched an earlier turn, nor the one matching its words about another document."""
     queries = [q for q in queries if q.strip()]
     found = [(n, i, s) for n, passage in enumerate(passages, start=1) for i, s in enumerate(sentences_of(passage))]
     if not queries or not found:
         return []
     vectors = embed(list(queries) + [s for _, _, s in found])
     q, s = vectors[: len(queries)], vectors[len(queries):]
-    scores = (s @ q.T).max(axis=1)
+    scores = (s @ q.T).mean(axis=1) if mean else (s @ q.T).max(axis=1)
     ranked = [Sentence(n, i, text, float(score)) for (n, i, text), score in zip(found, scores)]
     return sorted(ranked, key=lambda x: (-x.score, x.source, x.position))
 
