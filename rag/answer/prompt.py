@@ -10,6 +10,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 
+from rag.answer.repetition import CITATION    # a whole citation marker, as the stream filters see it
 from rag.events import Hit
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,6 @@ def answer_messages(question: str, hits: Sequence[Hit], history: Sequence[dict[s
 
 # The quote rag/answer/evidence.py `evidence_line` appends to an answer, as a paragraph of its own.
 EVIDENCE_LINE = re.compile(r'\n\n(?:Source|Closest passage) \[\d+\]: ".*$', re.S)
-_CITE_MARKERS = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
 HISTORY_ANSWER_CHARS = 400    # an earlier answer as the model reads it again: its first sentences
 
 
@@ -114,7 +114,7 @@ def model_history(history: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     for m in history:
         content = m["content"]
         if m["role"] == "assistant":
-            content = " ".join(_CITE_MARKERS.sub(" ", without_evidence(content)).split())
+            content = " ".join(CITATION.sub(" ", without_evidence(content)).split())
             content = content.replace(" .", ".").replace(" ,", ",")
             if len(content) > HISTORY_ANSWER_CHARS:
                 cut = content.rfind(". ", 0, HISTORY_ANSWER_CHARS)
