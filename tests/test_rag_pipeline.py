@@ -280,3 +280,15 @@ def test_a_follow_up_is_ranked_in_the_context_of_its_subject(base_engines):
     assert {h.source for h in sources} == {"solar-garden.md", "harbor-library.md"}
     _, ranked = pipeline.support(question, standalone, history, sources, hits)
     assert "250 euros" in ranked[0].text and sources[ranked[0].source - 1].source == "solar-garden.md"
+
+
+def test_the_model_is_not_shown_an_exchange_the_app_declined():
+    """Shown "The documents do not say." for the last question, the 135M model wrote it again for the
+    next one, whose answer it was given (seen as a new user)."""
+    from rag.answer.prompt import model_history
+
+    declined = [{"role": "user", "content": "What heats the beds?"},
+                {"role": "assistant", "content": 'The documents do not say.\n\nClosest passage [1]: "Heat pumps."'}]
+    answered = [{"role": "user", "content": "When did it open?"}, {"role": "assistant", "content": "In 2019 [1]."}]
+    assert model_history(declined) == []
+    assert model_history(declined + answered) == [answered[0], {"role": "assistant", "content": "In 2019."}]

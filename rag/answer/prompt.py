@@ -109,10 +109,15 @@ def model_history(history: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     appended (the model did not write it) and its citation markers (they number that answer's
     sources, not this one's), and is cut to its first sentences: a 135M model copies what it is
     shown, and given a whole earlier answer it wrote it again as the answer to the follow-up (and as
-    the follow-up's rewrite), seen as a new user."""
-    out = []
+    the follow-up's rewrite), seen as a new user. An exchange the app declined is left out: the
+    model wrote "The documents do not say." again for the next question, whose answer it was shown."""
+    out: list[dict[str, str]] = []
     for m in history:
         content = m["content"]
+        if m["role"] == "assistant" and says_not_found(without_evidence(content)):
+            if out and out[-1]["role"] == "user":
+                out.pop()
+            continue
         if m["role"] == "assistant":
             content = " ".join(CITATION.sub(" ", without_evidence(content)).split())
             content = content.replace(" .", ".").replace(" ,", ",")
