@@ -220,7 +220,7 @@ class Pipeline:
         ranked = rank_sentences(texts, passages, self.sentence_vectors, mean=follow_up) if passages else []
         best, asked = support(ranked), " ".join(texts)
         answers = [m["content"] for m in model_history(history) if m["role"] == "assistant"]
-        if follow_up and answers and passages and not says_not_found(answers[-1]):   # a decline names nothing
+        if follow_up and answers and passages:     # (declined exchanges are not among them: they name nothing)
             with_answer = f"{answers[-1]} {question}"
             best = max(best, support(rank_sentences([with_answer], passages, self.sentence_vectors)))
             asked += " " + with_answer

@@ -114,12 +114,13 @@ def model_history(history: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
     for m in history:
         content = m["content"]
-        if m["role"] == "assistant" and says_not_found(without_evidence(content)):
-            if out and out[-1]["role"] == "user":
-                out.pop()
-            continue
         if m["role"] == "assistant":
-            content = " ".join(CITATION.sub(" ", without_evidence(content)).split())
+            words = without_evidence(content)
+            if says_not_found(words):
+                if out and out[-1]["role"] == "user":
+                    out.pop()
+                continue
+            content = " ".join(CITATION.sub(" ", words).split())
             content = content.replace(" .", ".").replace(" ,", ",")
             if len(content) > HISTORY_ANSWER_CHARS:
                 cut = content.rfind(". ", 0, HISTORY_ANSWER_CHARS)
