@@ -321,7 +321,8 @@ class Pipeline:
             # An answer in another language than the sources shares few words with them: it may use the
             # question's words too (names and numbers stay shared with the sources either way).
             cross = plan.languages.documents not in (None, language)
-            filters = AnswerFilters(labelled_texts(sources) + ([question] if cross else []), len(sources))
+            names = [n for h in sources for n in (h.source, h.location) if n]
+            filters = AnswerFilters(labelled_texts(sources) + ([question] if cross else []), len(sources), names)
             try:
                 settings = GenerationSettings(self.cfg.llm.max_new_tokens, self.cfg.llm.temperature)
                 stream = self.llm.stream(messages, settings, cancel)
@@ -350,13 +351,12 @@ class Pipeline:
             # a citation is added), so the final answer is always their concatenation.
             streamed = "".join(parts)
             declined = says_not_found(streamed) or lang.says_not_found(streamed)
-            names = [n for h in sources for n in (h.source, h.location) if n]
             if not declined and says_nothing(streamed, names):
                 # Nothing usable from the model (its instructions, dropped, or only sources' names and
                 # numbers): the sentence of the sources that best matches the question is the answer
                 # (retrieval passed the decline rule, so it is on topic). A model that wrote nothing
                 # at all gets the plain decline.
-                best = pick_evidence("", ranked, standalone, names) if filters.grounding_dropped or streamed.strip() else None
+                best = pick_evidence("", ranked, standalone, names) if filters.dropped or streamed.strip() else None
                 fallback = f"{best.text} [{best.source}]" if best else NOT_FOUND
                 fallback = f"\n\n{fallback}" if streamed.strip() else fallback
                 yield TextDelta(fallback)

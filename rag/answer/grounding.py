@@ -39,6 +39,22 @@ def content_words(text: str) -> set[str]:
     return {w for w in words(text) if w not in _STOP and w not in _PROMPT}
 
 
+# Citation markers, whole or still forming: their numbers are not words of the sources ("[2]" is not
+# the "2" of "2 tablespoons"; it let "The source is [1] and the answer is [2]." through).
+_MARKERS = re.compile(CITATION.pattern + r"|\[[\d\s,]*$")
+_MARKER_LINES = re.compile(r"^(?:[ \t]*(?:" + CITATION.pattern + r"[ \t]*)*\n)+")
+_LIST_NUMBER = re.compile(r"^\s*\d{1,2}[.)](?!\d)")     # "1." opening a list item is not the "1" of "page 1"
+
+
+def _bare(text: str) -> bool:
+    """No letters: whitespace, citation markers, list numbers."""
+    return not re.search(r"[A-Za-z]", CITATION.sub("", text))
+
+
+def _only_citations(text: str) -> bool:
+    return not re.search(r"\w", CITATION.sub("", text))
+
+
 class GroundingFilter:
     def __init__(self, sources: Iterable[str]):
         self.vocabulary: set[str] = set()
@@ -47,7 +63,12 @@ class GroundingFilter:
         self.sentence = ""         # the sentence being written
         self.held = ""             # its text not yet released
         self.grounded = False      # it has used a word of the sources: it streams as it is written
+        self.bare = ""             # pieces with no words ("1. [1]", a line break): they go with what follows
+        self.started = False       # something has been released
         self.dropped: list[str] = []
+
+    def _grounded(self, text: str) -> bool:
+        return bool(content_words(_LIST_NUMBER.sub(" ", _MARKERS.sub(" ", text))) & self.vocabulary)
 
     def feed(self, delta: str) -> str:
         """Text that may be shown now ('' while the current sentence is held)."""
@@ -59,8 +80,8 @@ class GroundingFilter:
             else:
                 self.held += ch
                 # A word counts once it is complete (the next character is not part of it).
-                if not ch.isalnum() and content_words(self.sentence) & self.vocabulary:
-                    out.append(self.held)
+                if not ch.isalnum() and self._grounded(self.sentence):
+                    out.append(self._release(self.held))
                     self.held, self.grounded = "", True
             if SENTENCE_END.search(self.sentence):
                 if not self.grounded:
@@ -68,18 +89,41 @@ class GroundingFilter:
                 self.sentence, self.held, self.grounded = "", "", False
         return "".join(out)
 
+    def _release(self, text: str) -> str:
+        """`text` with the pieces held in front of it (no blank start to an answer)."""
+        text, self.bare = self.bare + text, ""
+        if not self.started:     # nor a first line of markers alone ("[1]\n" before the answer)
+            text = _MARKER_LINES.sub("", text).lstrip()
+        self.started = self.started or bool(text)
+        return text
+
     def _settle(self) -> str:
-        """A sentence ended without a word of the sources: kept only if it declines (or is blank)."""
+        """A sentence ended without a word of the sources: kept only if it declines. A piece with no
+        words waits for the next sentence: a list number or a line break is shown with a sentence
+        that is kept, and dropped with one that is not ("1. [1]" lines were the whole answer, the
+        labels after them removed by rag/answer/labels.py)."""
         held = self.held
-        bare = not re.search(r"[A-Za-z]", CITATION.sub("", held))    # a citation, a list number, a line break
-        if bare or says_not_found(held) or content_words(held) & self.vocabulary:
-            return held
+        if _bare(held):
+            self.bare += held
+            return ""
+        if says_not_found(held) or self._grounded(held):
+            return self._release(held)
         self.dropped.append(held.strip())
+        self._drop_bare()
         return ""
 
+    def _drop_bare(self) -> None:
+        if self.bare.strip():
+            self.dropped.append(self.bare.strip())
+        self.bare = ""
+
     def flush(self) -> str:
-        """At the end of the answer: the held rest, if it is kept."""
+        """At the end of the answer: the held rest, if it is kept; markers after the last sentence stay
+        with it, a list number with nothing after it goes."""
         out = "" if self.grounded else self._settle()
+        if self.started and _only_citations(self.bare):
+            out += self._release("")
+        self._drop_bare()
         self.sentence, self.held, self.grounded = "", "", False
         return out
 

@@ -1,0 +1,105 @@
+"""Drop the sources' labels the model copies from its prompt into the answer.
+
+The prompt heads each passage with its label, "[1] (kettle-manual.md, Aurora K2 Electric Kettle — User
+Manual > Temperature settings)". The 135 M model often writes such a label back as if it were part
+of the answer: "The source is [1] (kettle-manual.md, Aurora K2 … > Temperature settings)" or a list of
+"1. [1] (vaccination-schedule.pdf, page 1)" before (or instead of) the answer, 4 of 8 answers over a
+manual, a PDF and a web page (seen as a new user). The page already shows every source with its name
+and heading, so a label in the text says nothing; and its words are the sources' words, so the
+grounding filter after this one would let "The source is …" through.
+
+A parenthesis is held from its "(" while everything in it could still be a label: the sources' file
+names (with or without extension), their headings and locations (page numbers), separators and
+digits. It is dropped when it closes (or the answer ends) as nothing but those; the first word that
+cannot belong to a label releases it as written, so "(about 80 degrees)" streams with a few
+characters' delay at most.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from rag.answer.grounding import content_words, file_name, without_extension
+
+_NAME_SEP = r"[\s_\-]+"
+# What a label holds besides names: "page 3", "pages 3-4", "p. 3", "section", "chapter", separators.
+_LABEL_WORDS = frozenset("page pages p section chapter part heading file".split())
+_WORD = re.compile(r"[A-Za-z0-9]+")
+
+
+def _pattern(name: str) -> str:
+    """A name as it may be written: its words with any of space, '_' or '-' between them, any extension."""
+    parts = [re.escape(p) for p in re.split(_NAME_SEP, without_extension(name)) if p]
+    return _NAME_SEP.join(parts) + r"(?:\.\w{1,5})?" if parts else ""
+
+
+class LabelFilter:
+    def __init__(self, names: Iterable[str]):
+        """`names`: each source's name and location as the prompt labels them."""
+        whole: set[str] = set()
+        for name in names:
+            if not name:
+                continue
+            whole |= {name, file_name(name)}
+            whole |= {part.strip() for part in re.split(r"\s*[>/|]\s*", name) if part.strip()}
+        patterns = [p for p in (_pattern(n) for n in sorted(whole, key=len, reverse=True)) if p]
+        self._names = re.compile("|".join(patterns), re.IGNORECASE) if patterns else None
+        self._vocabulary = {w.lower() for n in whole for w in _WORD.findall(n)} | _LABEL_WORDS
+        self._longest = max((len(n) for n in whole), default=0) * 2 + 40
+        self.held = ""            # from an open "(" on, while it may be a label
+        self.space = ""           # whitespace not yet passed on
+        self.dropped: list[str] = []
+
+    def is_label(self, group: str) -> bool:
+        """`group` ("(…)" or an unclosed "(…") names sources and nothing else."""
+        if self._names is None:
+            return False
+        inner = group.strip().lstrip("(").rstrip(")").strip()
+        if not inner or not self._names.search(inner):
+            return False
+        rest = self._names.sub(" ", inner)
+        return not {w for w in content_words(rest) if w not in _LABEL_WORDS and not w.isdigit()}
+
+    def _may_be_label(self, held: str) -> bool:
+        """Every complete word so far could belong to a label (the last may still be growing)."""
+        if len(held) > self._longest or "\n" in held:
+            return False
+        words = _WORD.findall(held)
+        if held[-1:].isalnum():
+            words = words[:-1]
+        return all(w.lower() in self._vocabulary or w.isdigit() for w in words)
+
+    def feed(self, delta: str) -> str:
+        out = []
+        for ch in delta:
+            if not self.held:
+                if ch == "(":
+                    # the space in front goes with a dropped label: "12 weeks (x.pdf)." -> "12 weeks."
+                    self.held, self.space = self.space + ch, ""
+                elif ch.isspace():
+                    self.space += ch      # held one character, to know whether a label follows
+                else:
+                    out.append(self.space + ch)
+                    self.space = ""
+                continue
+            self.held += ch
+            if ch == ")":
+                out.append(self._settle())
+            elif not self._may_be_label(self.held.lstrip()):
+                text, self.held = (self.held[:-1], "(") if ch == "(" else (self.held, "")
+                out.append(text)
+        return "".join(out)
+
+    def _settle(self) -> str:
+        held, self.held = self.held, ""
+        if self.is_label(held):
+            self.dropped.append(held.strip())
+            return ""
+        return held
+
+    def flush(self) -> str:
+        """At the end of the answer: an unclosed parenthesis that is a label is dropped too (a label the
+        repetition guard cut off while it looped)."""
+        out = self._settle() if self.held else ""
+        out, self.space = out + self.space, ""
+        return out
