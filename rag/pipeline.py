@@ -22,8 +22,9 @@ from rag.answer.filters import AnswerFilters
 from rag.answer.evidence import Sentence, SentenceVectors, evidence_line, focus, pick_evidence, rank_sentences, support
 from rag.events import Done, Event, Failed, Hit, Queued, Retrieved, TextDelta
 from rag.models.llm import ChatModel, GenerationSettings
-from rag.answer.prompt import (NOT_FOUND, QUESTION_MARK, answer_messages, best_supporting_source, cited_numbers, clean_rewrite,
-                        fit_sources, model_history, rewrite_messages, says_not_found)
+from rag.answer.prompt import (NOT_FOUND, QUESTION_MARK, answer_messages, best_supporting_source, cited_numbers, clean_history,
+                        clean_rewrite, fit_sources, model_history, rewrite_messages, says_not_found)
+from rag.answer.small_talk import small_talk
 from rag.answer.grounding import says_nothing
 from rag.speaker import Speaker
 from rag.retrieve import Query, Retriever
@@ -41,17 +42,6 @@ class AskOptions:
     sources: tuple[str, ...] = ()   # metadata filter: only these documents (globs, sources, folders)
     language: str | None = None     # the language speech recognition heard the question in
     answer_language: str | None = None   # the user's pick (Settings); None: prompt.answer_language, else the question's
-
-
-def clean_history(history: Sequence[Message] | None, limit: int) -> list[Message]:
-    out = []
-    for m in history or ():
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-            raise UserInputError("history must be a list of {\"role\": \"user\"|\"assistant\", \"content\": ...}")
-        content = m.get("content")
-        if isinstance(content, str) and content.strip():
-            out.append({"role": m["role"], "content": content.strip()})
-    return out[-limit:]
 
 
 def labelled_texts(sources: Sequence[Hit]) -> list[str]:
@@ -307,13 +297,14 @@ class Pipeline:
                 speaker = Speaker(synth, mark, self.cfg.tts.max_sentence_chars, self.cfg.tts.first_clause_chars)
             mark("retrieve_s")
             yield Retrieved(question, standalone, sources, plan.languages.question)
-            if not sources:
-                answer = not_found(language)
+            if not sources:     # a greeting, thanks or goodbye gets its reply; anything else, the decline
+                reply = small_talk(question)
+                answer = reply or not_found(language)
                 mark("first_token_s")
                 yield TextDelta(answer)
                 yield from self._speak_all(speaker, answer)
                 mark("answer_done_s")
-                yield Done(answer, standalone, (), timings, abstained=True, language=language)
+                yield Done(answer, standalone, (), timings, abstained=reply is None, language=language)
                 return
             for position in self.llm.gate.wait(cancel):
                 yield Queued(position)

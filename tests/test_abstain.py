@@ -6,7 +6,7 @@ import pytest
 from rag.answer.abstain import Signals, content_words, coverage, decide
 from rag.config import RetrievalConfig
 
-CFG = RetrievalConfig()   # abstain_below 0.30, sentence 0.45, weak sentence 0.60, coverage 0.5
+CFG = RetrievalConfig()   # abstain_below 0.20, sentence 0.45, weak sentence 0.60, coverage 0.5
 
 
 def test_content_words_drop_function_and_question_words():
@@ -28,7 +28,8 @@ def test_coverage_is_case_and_punctuation_blind():
 
 
 @pytest.mark.parametrize("signals, declines", [
-    (Signals(0.25, 0.90, 1.0), True),      # no passage is close: the passage rule as before
+    (Signals(0.15, 0.90, 1.0), True),      # no passage is close: the passage rule as before
+    (Signals(0.28, 0.49, 1.0), False),     # a passage about several things, one sentence on the question
     (Signals(0.50, 0.40, 1.0), True),      # on topic, but no sentence is close to the question
     (Signals(0.50, 0.55, 0.30), True),     # middling sentence and most words missing
     (Signals(0.50, 0.55, 0.60), False),    # middling sentence, words present

@@ -292,3 +292,37 @@ def test_the_model_is_not_shown_an_exchange_the_app_declined():
     answered = [{"role": "user", "content": "When did it open?"}, {"role": "assistant", "content": "In 2019 [1]."}]
     assert model_history(declined) == []
     assert model_history(declined + answered) == [answered[0], {"role": "assistant", "content": "In 2019."}]
+
+
+@pytest.mark.parametrize("message, reply", [
+    ("hi", "Hello! Ask me anything about your documents."),
+    ("Hello?", "Hello! Ask me anything about your documents."),
+    ("Good morning!", "Hello! Ask me anything about your documents."),
+    ("Thanks!", "You're welcome."),
+    ("thank you very much", "You're welcome."),
+    ("Danke schön", "Gern geschehen."),
+    ("¡Hola!", "¡Hola! Pregúnteme lo que quiera sobre sus documentos."),
+    ("Merci beaucoup", "Je vous en prie."),
+    ("That's all, bye", None),
+    ("bye", "Goodbye!"),
+    ("Hi, when was the library founded?", None),     # a question with a greeting is a question
+    ("Thanks for nothing, where is the key?", None),
+    ("high", None),
+])
+def test_small_talk_is_recognised_only_alone(message, reply):
+    from rag.answer.small_talk import small_talk
+
+    assert small_talk(message) == reply
+
+
+def test_a_greeting_gets_a_reply_not_a_decline_and_the_model_never_reads_it(base_engines):
+    """"Hello?" opens many calls; it asks nothing of the documents, and the app answered "The documents do
+    not say. I could not find this in your documents." (seen as a new user)."""
+    from rag.answer.prompt import model_history
+
+    done = list(base_engines.pipeline().ask("Hello?"))[-1]
+    assert done.answer == "Hello! Ask me anything about your documents." and not done.abstained and done.sources == ()
+    greeting = [{"role": "user", "content": "Hello?"}, {"role": "assistant", "content": done.answer}]
+    assert model_history(greeting) == []
+    done = list(base_engines.pipeline().ask("When did the Harbor Point library abolish fines?", greeting))[-1]
+    assert "2019" in done.answer

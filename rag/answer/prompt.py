@@ -10,7 +10,9 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 
+from common.errors import UserInputError
 from rag.answer.repetition import CITATION    # a whole citation marker, as the stream filters see it
+from rag.answer.small_talk import is_reply
 from rag.events import Hit
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,18 @@ def answer_messages(question: str, hits: Sequence[Hit], history: Sequence[dict[s
     return [{"role": "system", "content": system}, *shots, *model_history(history), {"role": "user", "content": user}]
 
 
+def clean_history(history: Sequence[dict[str, str]] | None, limit: int) -> list[dict[str, str]]:
+    """Earlier turns as a caller gives them: checked, blank ones left out, the last `limit` kept."""
+    out = []
+    for m in history or ():
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            raise UserInputError("history must be a list of {\"role\": \"user\"|\"assistant\", \"content\": ...}")
+        content = m.get("content")
+        if isinstance(content, str) and content.strip():
+            out.append({"role": m["role"], "content": content.strip()})
+    return out[-limit:]
+
+
 # The quote rag/answer/evidence.py `evidence_line` appends to an answer, as a paragraph of its own.
 EVIDENCE_LINE = re.compile(r'\n\n(?:Source|Closest passage) \[\d+\]: ".*$', re.S)
 HISTORY_ANSWER_CHARS = 400    # an earlier answer as the model reads it again: its first sentences
@@ -110,13 +124,14 @@ def model_history(history: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     sources, not this one's), and is cut to its first sentences: a 135M model copies what it is
     shown, and given a whole earlier answer it wrote it again as the answer to the follow-up (and as
     the follow-up's rewrite), seen as a new user. An exchange the app declined is left out: the
-    model wrote "The documents do not say." again for the next question, whose answer it was shown."""
+    model wrote "The documents do not say." again for the next question, whose answer it was shown;
+    so is a greeting and its reply (rag/answer/small_talk.py): it says nothing of the documents."""
     out: list[dict[str, str]] = []
     for m in history:
         content = m["content"]
         if m["role"] == "assistant":
             words = without_evidence(content)
-            if says_not_found(words):
+            if says_not_found(words) or is_reply(words):
                 if out and out[-1]["role"] == "user":
                     out.pop()
                 continue
