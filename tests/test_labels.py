@@ -53,7 +53,7 @@ def test_the_result_does_not_depend_on_how_the_stream_is_cut(cuts):
 
 
 def chain(raw: str) -> tuple[str, list[str]]:
-    f = AnswerFilters(TEXTS + [f"{n}" for n in NAMES], 2, NAMES)
+    f = AnswerFilters(TEXTS, 2, NAMES)     # as the pipeline builds them
     out = ""
     for ch in raw:
         out += f.feed(ch)
@@ -76,6 +76,9 @@ def chain(raw: str) -> tuple[str, list[str]]:
     ("[1] (kettle-manual.md)\n[2]\n\nGreen tea is best at 80 degrees. [1]", "Green tea is best at 80 degrees. [1]"),
     ("The source is [1] (kettle-manual.md), which says green tea is best at 80 degrees.",
      "The source is [1], which says green tea is best at 80 degrees."),
+    ("1. kettle-manual.md\n2. Green tea is best at 80 degrees. [1]", "2. Green tea is best at 80 degrees. [1]"),
+    ("Temperature settings [1].", ""),                        # a heading alone
+    ("The Aurora K2 boils it [1].", "The Aurora K2 boils it [1]."),   # a word only the name has, and more
     # what stays: a list the model numbers itself, and a citation on a line of its own after the answer
     ("1. Green tea at 80 degrees.\n2. White tea at 70 degrees.", "1. Green tea at 80 degrees.\n2. White tea at 70 degrees."),
     ("The second dose follows at 12 weeks.\n[2]", "The second dose follows at 12 weeks.\n[2]"),
@@ -88,3 +91,33 @@ def test_the_filter_chain_on_answers_seen(raw, shown):
 def test_an_answer_of_labels_and_list_numbers_is_all_dropped_and_logged():
     shown, dropped = chain("1. [1] (vaccination-schedule.pdf, page 1)\n2. [2] (kettle-manual.md)\n\n1. [1]")
     assert shown == "" and "(vaccination-schedule.pdf, page 1)" in dropped and any("1. [1]" in d for d in dropped)
+
+
+FILES = ["History_of_science.txt", "Alaska.txt", "notes/Alaska.txt"]
+
+
+def run_files(text: str, cuts: list[int] | None = None) -> str:
+    f = LabelFilter(FILES)
+    out, i = [], 0
+    for n in cuts or [1] * len(text):
+        out.append(f.feed(text[i:i + n]))
+        i += n
+    return "".join(out) + f.feed(text[i:]) + f.flush()
+
+
+@pytest.mark.parametrize("answer, shown", [
+    ("The source is [1] from the History_of_science.txt.", "The source is [1] from the."),   # seen on squad-train
+    ("1. Alaska.txt\n2. Military bases matter.", "1.\n2. Military bases matter."),
+    ("Alaska is big. Alaskan oil. alaska.TXT", "Alaska is big. Alaskan oil."),
+    ("In Alaska.", "In Alaska."),
+    ("History of science [1].", "History of science [1]."),    # the words, not the file
+])
+def test_a_file_name_written_out_is_dropped(answer, shown):
+    assert run_files(answer) == shown
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=30))
+def test_file_names_do_not_depend_on_how_the_stream_is_cut(cuts):
+    text = "1. Alaska.txt (History_of_science.txt)\nAlaska is big (Alaska).\nAlaskan."
+    assert run_files(text, cuts) == run_files(text) == "1.\nAlaska is big.\nAlaskan."

@@ -130,7 +130,11 @@ def test_looks_like_follow_up(question, expected):
     ("The prototype weighs 2.4 kg. " * 4, "The prototype weighs 2.4 kg. ", True),
     ("It opened in 1962 [1]. It opened in a sail loft. The library opened in 1962 [2]. Done",
      "It opened in 1962 [1]. It opened in a sail loft. The library opened in 1962 [2]. Done", False),
-    ("Yes. Yes. Fine.", "Yes. Yes. Fine.", False),                      # too short to call a loop
+    ("Yes. Yes. Fine.", "Yes. Yes. Fine.", False),                      # too short to call a loop...
+    ("Yes. Yes. Yes. Yes.", "Yes. Yes. ", True),                           # ...until its third copy
+    # a numbered list whose items loop (squad-train: "8. saburai" ... to the token limit)
+    ("6. saburau\n7. saburai\n8. saburai\n9. saburai\n10. saburai\n", "6. saburau\n7. saburai\n8. saburai\n", True),
+    ("1. Japanese\n2. Japanese\n3. Chinese\n", "1. Japanese\n2. Japanese\n3. Chinese\n", False),
     ("A long first sentence here. A long first sent", "A long first sentence here. ", False),
     # a piece looping inside one never-ending sentence (a copied source label, seen as a new user)
     ("It costs 40 dollars. (garden.md, Greenhouse > Ownership" + " > Greenhouse" * 30,

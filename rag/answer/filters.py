@@ -22,10 +22,11 @@ log = logging.getLogger(__name__)
 
 class AnswerFilters:
     def __init__(self, source_texts: Sequence[str], n_sources: int, names: Sequence[str] = ()):
-        """`names`: the sources' names and locations, as the prompt labels them."""
+        """`source_texts`: the passages (and any other text an answer may draw words from); `names`: the
+        sources' names and locations, as the prompt labels them."""
         self.guard = RepetitionGuard()
         self.labels = LabelFilter(names)
-        self.grounding = GroundingFilter(source_texts)
+        self.grounding = GroundingFilter(source_texts, names)
         self.citations = CitationFilter(n_sources)
 
     @property

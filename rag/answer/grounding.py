@@ -43,6 +43,7 @@ def content_words(text: str) -> set[str]:
 # the "2" of "2 tablespoons"; it let "The source is [1] and the answer is [2]." through).
 _MARKERS = re.compile(CITATION.pattern + r"|\[[\d\s,]*$")
 _MARKER_LINES = re.compile(r"^(?:[ \t]*(?:" + CITATION.pattern + r"[ \t]*)*\n)+")
+_EMPTY_ITEM = re.compile(r"(?m)^[ \t]*\d{1,2}[.)][ \t]*\n")
 _LIST_NUMBER = re.compile(r"^\s*\d{1,2}[.)](?!\d)")     # "1." opening a list item is not the "1" of "page 1"
 
 
@@ -56,10 +57,17 @@ def _only_citations(text: str) -> bool:
 
 
 class GroundingFilter:
-    def __init__(self, sources: Iterable[str]):
+    def __init__(self, sources: Iterable[str], names: Iterable[str] = ()):
+        """`sources`: the passages' texts; `names`: their file names, headings and locations. A word found
+        only in a name counts as the sources' (a passage does not repeat its document's title), but a
+        sentence with no other word is kept only if it says more than names: "1. Alaska.txt" said
+        nothing (squad-train)."""
         self.vocabulary: set[str] = set()
         for text in sources:
             self.vocabulary |= content_words(text)
+        names = [n for n in names if n]
+        self.names = names + [part.strip() for n in names if " > " in n for part in n.split(" > ") if part.strip()]
+        self.name_words = {w for n in self.names for w in content_words(n)} - self.vocabulary
         self.sentence = ""         # the sentence being written
         self.held = ""             # its text not yet released
         self.grounded = False      # it has used a word of the sources: it streams as it is written
@@ -68,7 +76,13 @@ class GroundingFilter:
         self.dropped: list[str] = []
 
     def _grounded(self, text: str) -> bool:
+        """Uses a word of the passages' texts."""
         return bool(content_words(_LIST_NUMBER.sub(" ", _MARKERS.sub(" ", text))) & self.vocabulary)
+
+    def _names_and_more(self, text: str) -> bool:
+        """Uses a word of the sources' names, and says more than the names themselves."""
+        words = _LIST_NUMBER.sub(" ", _MARKERS.sub(" ", text))
+        return bool(content_words(words) & self.name_words) and not says_nothing(words, self.names)
 
     def feed(self, delta: str) -> str:
         """Text that may be shown now ('' while the current sentence is held)."""
@@ -92,6 +106,7 @@ class GroundingFilter:
     def _release(self, text: str) -> str:
         """`text` with the pieces held in front of it (no blank start to an answer)."""
         text, self.bare = self.bare + text, ""
+        text = _EMPTY_ITEM.sub("", text)     # "1. \n": a list item whose label was removed
         if not self.started:     # nor a first line of markers alone ("[1]\n" before the answer)
             text = _MARKER_LINES.sub("", text).lstrip()
         self.started = self.started or bool(text)
@@ -106,7 +121,7 @@ class GroundingFilter:
         if _bare(held):
             self.bare += held
             return ""
-        if says_not_found(held) or self._grounded(held):
+        if says_not_found(held) or self._grounded(held) or self._names_and_more(held):
             return self._release(held)
         self.dropped.append(held.strip())
         self._drop_bare()

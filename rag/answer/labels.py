@@ -12,7 +12,9 @@ A parenthesis is held from its "(" while everything in it could still be a label
 names (with or without extension), their headings and locations (page numbers), separators and
 digits. It is dropped when it closes (or the answer ends) as nothing but those; the first word that
 cannot belong to a label releases it as written, so "(about 80 degrees)" streams with a few
-characters' delay at most.
+characters' delay at most. A file name written out with its extension outside any parenthesis
+("1. Alaska.txt", "from the History_of_science.txt", squad-train) is dropped the same way: a word
+is held only while it could still become one.
 """
 from __future__ import annotations
 
@@ -48,6 +50,10 @@ class LabelFilter:
         self._longest = max((len(n) for n in whole), default=0) * 2 + 40
         self.held = ""            # from an open "(" on, while it may be a label
         self.space = ""           # whitespace not yet passed on
+        self.word = ""            # a word that may be a file name written out, while it may
+        self.last = " "           # the last character passed on (a file name starts a word)
+        # file names as written with their extension (lower case): a word like that names a source
+        self._files = {file_name(n).lower() for n in names if n and re.search(r"\.\w{1,5}$", file_name(n))}
         self.dropped: list[str] = []
 
     def is_label(self, group: str) -> bool:
@@ -72,23 +78,55 @@ class LabelFilter:
     def feed(self, delta: str) -> str:
         out = []
         for ch in delta:
-            if not self.held:
-                if ch == "(":
-                    # the space in front goes with a dropped label: "12 weeks (x.pdf)." -> "12 weeks."
-                    self.held, self.space = self.space + ch, ""
-                elif ch.isspace():
-                    self.space += ch      # held one character, to know whether a label follows
-                else:
-                    out.append(self.space + ch)
-                    self.space = ""
-                continue
+            if piece := self._char(ch):
+                out.append(piece)
+                self.last = piece[-1]
+        return "".join(out)
+
+    def _char(self, ch: str) -> str:
+        if self.word:
+            return self._in_file_name(ch)
+        if self.held:
             self.held += ch
             if ch == ")":
-                out.append(self._settle())
-            elif not self._may_be_label(self.held.lstrip()):
-                text, self.held = (self.held[:-1], "(") if ch == "(" else (self.held, "")
-                out.append(text)
-        return "".join(out)
+                return self._settle()
+            if not self._may_be_label(self.held.lstrip()):
+                if ch != "(":
+                    text, self.held = self.held, ""
+                    return text
+                text, self.held, self.last = self.held[:-1], "", self.held[-2]
+                return text + self._char(ch)
+            return ""
+        if ch == "(":
+            # the space in front goes with a dropped label: "12 weeks (x.pdf)." -> "12 weeks."
+            self.held, self.space = self.space + ch, ""
+            return ""
+        if ch.isspace():
+            self.space += ch          # held one character, to know whether a label follows
+            return ""
+        if ch.isalnum() and (self.space or not self.last.isalnum()) and self._file_name_prefix(ch):
+            self.word, self.space = self.space + ch, ""
+            return ""
+        out, self.space = self.space + ch, ""
+        return out
+
+    def _file_name_prefix(self, text: str) -> bool:
+        low = text.lower()
+        return any(f.startswith(low) for f in self._files)
+
+    def _in_file_name(self, ch: str) -> str:
+        """A word that may be a source's file name written out ("Alaska.txt"): dropped when it is one."""
+        word = self.word + ch
+        bare = word.lstrip()
+        if bare.lower() in self._files:
+            self.dropped.append(bare)
+            self.word = ""
+            return ""
+        if self._file_name_prefix(bare):
+            self.word = word
+            return ""
+        self.word, self.last = "", word[-2]
+        return word[:-1] + self._char(ch)
 
     def _settle(self) -> str:
         held, self.held = self.held, ""
@@ -101,5 +139,5 @@ class LabelFilter:
         """At the end of the answer: an unclosed parenthesis that is a label is dropped too (a label the
         repetition guard cut off while it looped)."""
         out = self._settle() if self.held else ""
-        out, self.space = out + self.space, ""
+        out, self.space, self.word = out + self.word + self.space, "", ""
         return out

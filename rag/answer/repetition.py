@@ -3,7 +3,8 @@
 Greedy decoding makes a 135M model loop, in two ways:
 - a whole sentence again ("X weighs 2.4 kg. X weighs 2.4 kg. ..."): while the sentence being written
   could still turn out to be a repeat of an earlier one, its text is held back; if it completes as a
-  repeat, it is dropped and generation stops;
+  repeat, it is dropped and generation stops; a short one (a list item: "8. saburai", "9. saburai", …
+  to the token limit on squad-train) at its third copy;
 - a short piece again and again inside one sentence, which never ends and so is never a repeated
   sentence: a source label copied from the prompt ran on as "(garden.md, Greenhouse > Ownership >
   Greenhouse > Greenhouse > ..." to the token limit (seen as a new user). Text that repeats a piece
@@ -23,8 +24,14 @@ LOOP_COPIES = 4       # "New York, New York" is prose; four copies in a row are 
 LOOP_CHARS = 24       # ...when they make up this much text ("ha ha ha ha" does not) and hold a letter
 
 
+_LIST_NUMBER = re.compile(r"^\s*\d{1,3}[.)]\s")
+_NUMBER_FORMING = re.compile(r"\s*\d{1,3}[.)]?\s*")    # a list number before its item: held with it
+SHORT_COPIES = 3      # a short sentence ("saburai", a list item) may come twice; the third copy is a loop
+
+
 def _norm(text: str) -> str:
-    return " ".join(CITATION.sub(" ", text).lower().split())
+    """A sentence as compared: no citation markers, no list number ("9. saburai" is "10. saburai")."""
+    return " ".join(CITATION.sub(" ", _LIST_NUMBER.sub(" ", text)).lower().split())
 
 
 class RepetitionGuard:
@@ -68,9 +75,10 @@ class RepetitionGuard:
             if self.stopped:
                 limit = loop
                 break
-            if SENTENCE_END.search(sentence):
+            if SENTENCE_END.search(sentence) and not _NUMBER_FORMING.fullmatch(sentence):   # "9. " begins one
                 done = _norm(sentence)
-                if len(done) >= self.min_chars and done in self.seen:
+                copies = self.seen.count(done)
+                if (copies and len(done) >= self.min_chars) or copies >= SHORT_COPIES - 1:
                     self.stopped = True
                     limit = self.sentence_start       # the repeated sentence is dropped
                     break
@@ -78,7 +86,8 @@ class RepetitionGuard:
                     self.seen.append(done)
                 self.sentence_start = len(self.text)
             holds = [loop] if loop is not None else []
-            if self._could_repeat(_norm(self.text[self.sentence_start:])):
+            partial = self.text[self.sentence_start:]
+            if self._could_repeat(_norm(partial)) or (self.seen and _NUMBER_FORMING.fullmatch(partial)):
                 holds.append(self.sentence_start)
             limit = min(holds) if holds else len(self.text)
         return self._release(limit)
