@@ -34,6 +34,11 @@ def run(text: str, pieces: list[int] | None = None) -> tuple[str, list[str], lis
     ("In 2019 [1].", "In 2019 [1]."),
     ("The documents do not say.", "The documents do not say."),
     ("Fines were abolished in 2019 [1]. I hope this helps you out today!", "Fines were abolished in 2019 [1]. "),
+    ("The answer is: In 2019 [1].", "In 2019 [1]."),                   # the frame goes, the answer stays
+    ("The answer is: The documents do not say.", "The documents do not say."),
+    ("Answer: Oil the chain every month.", "Oil the chain every month."),
+    ("The answer is: In 2019.\n[1]", "In 2019.\n[1]"),
+    ("The answer is simple: oil the chain.", "The answer is simple: oil the chain."),
 ])
 def test_what_is_shown(answer, shown):
     assert run(answer)[0] == shown

@@ -43,6 +43,7 @@ def content_words(text: str) -> set[str]:
 # the "2" of "2 tablespoons"; it let "The source is [1] and the answer is [2]." through).
 _MARKERS = re.compile(CITATION.pattern + r"|\[[\d\s,]*$")
 _MARKER_LINES = re.compile(r"^(?:[ \t]*(?:" + CITATION.pattern + r"[ \t]*)*\n)+")
+_ANSWER_IS = re.compile(r"\s*(?:the )?(?:short |final )?answer(?: is)?\s*:\s", re.IGNORECASE)
 _EMPTY_ITEM = re.compile(r"(?m)^[ \t]*\d{1,2}[.)][ \t]*\n")
 _LIST_NUMBER = re.compile(r"^\s*\d{1,2}[.)](?!\d)")     # "1." opening a list item is not the "1" of "page 1"
 
@@ -73,6 +74,7 @@ class GroundingFilter:
         self.grounded = False      # it has used a word of the sources: it streams as it is written
         self.bare = ""             # pieces with no words ("1. [1]", a line break): they go with what follows
         self.started = False       # something has been released
+        self.framed = False        # the sentence began "The answer is:" (cut off)
         self.dropped: list[str] = []
 
     def _grounded(self, text: str) -> bool:
@@ -93,6 +95,10 @@ class GroundingFilter:
                 out.append(ch)
             else:
                 self.held += ch
+                if _ANSWER_IS.fullmatch(self.held):   # "The answer is: 2008." -> "2008." (15 of 160 answers)
+                    self.dropped.append(self.held.strip())
+                    self.held, self.sentence, self.framed = "", "", True
+                    continue
                 # A word counts once it is complete (the next character is not part of it).
                 if not ch.isalnum() and self._grounded(self.sentence):
                     out.append(self._release(self.held))
@@ -100,7 +106,7 @@ class GroundingFilter:
             if SENTENCE_END.search(self.sentence):
                 if not self.grounded:
                     out.append(self._settle())
-                self.sentence, self.held, self.grounded = "", "", False
+                self.sentence, self.held, self.grounded, self.framed = "", "", False, False
         return "".join(out)
 
     def _release(self, text: str) -> str:
@@ -117,8 +123,8 @@ class GroundingFilter:
         words waits for the next sentence: a list number or a line break is shown with a sentence
         that is kept, and dropped with one that is not ("1. [1]" lines were the whole answer, the
         labels after them removed by rag/answer/labels.py)."""
-        held = self.held
-        if _bare(held):
+        held, framed, self.framed = self.held, self.framed, False
+        if _bare(held) and not framed:     # ("The answer is: [1]" says nothing: it goes)
             self.bare += held
             return ""
         if says_not_found(held) or self._grounded(held) or self._names_and_more(held):
