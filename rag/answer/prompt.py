@@ -97,14 +97,22 @@ def answer_messages(question: str, hits: Sequence[Hit], history: Sequence[dict[s
 
 
 def clean_history(history: Sequence[dict[str, str]] | None, limit: int) -> list[dict[str, str]]:
-    """Earlier turns as a caller gives them: checked, blank ones left out, the last `limit` kept."""
-    out = []
+    """Earlier turns as a caller gives them: checked, blank ones left out, the last `limit` kept. A
+    greeting and its reply (rag/answer/small_talk.py) go too: they say nothing of the documents, and
+    "Hello!" fused into the next question's search brought a library passage into an answer about
+    green tea (seen as a new user)."""
+    out: list[dict[str, str]] = []
     for m in history or ():
         if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
             raise UserInputError("history must be a list of {\"role\": \"user\"|\"assistant\", \"content\": ...}")
         content = m.get("content")
-        if isinstance(content, str) and content.strip():
-            out.append({"role": m["role"], "content": content.strip()})
+        if not (isinstance(content, str) and content.strip()):
+            continue
+        if m["role"] == "assistant" and is_reply(content):
+            if out and out[-1]["role"] == "user":
+                out.pop()
+            continue
+        out.append({"role": m["role"], "content": content.strip()})
     return out[-limit:]
 
 
@@ -124,14 +132,13 @@ def model_history(history: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     sources, not this one's), and is cut to its first sentences: a 135M model copies what it is
     shown, and given a whole earlier answer it wrote it again as the answer to the follow-up (and as
     the follow-up's rewrite), seen as a new user. An exchange the app declined is left out: the
-    model wrote "The documents do not say." again for the next question, whose answer it was shown;
-    so is a greeting and its reply (rag/answer/small_talk.py): it says nothing of the documents."""
+    model wrote "The documents do not say." again for the next question, whose answer it was shown."""
     out: list[dict[str, str]] = []
     for m in history:
         content = m["content"]
         if m["role"] == "assistant":
             words = without_evidence(content)
-            if says_not_found(words) or is_reply(words):
+            if says_not_found(words):
                 if out and out[-1]["role"] == "user":
                     out.pop()
                 continue
