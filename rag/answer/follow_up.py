@@ -12,10 +12,19 @@ import re
 
 from common.language import STOPWORDS
 
-_ANAPHORA = re.compile(   # words that point back into the conversation ("that" is too often a conjunction)
-    r"\b(it|its|itself|they|them|their|theirs|themselves|he|him|his|himself|she|her|hers|herself|"
-    r"there|this|these|those|former|latter)\b|^\s*(and|but|so|what about|how about|why)\b|"
-    r"\b(is|was|are|were|did|does|do|in|at|of|for|from|about|on|by|with|after|before)\s+that\b", re.IGNORECASE)
+# Words that point back into the conversation ("that" is too often a conjunction to count alone).
+_POINTING = re.compile(r"\b(this|these|those|former|latter)\b|^\s*(and|but|so|what about|how about)\b|"
+                       r"\b(is|was|are|were|did|does|do|in|at|of|for|from|about|on|by|with|after|before)\s+that\b",
+                       re.IGNORECASE)
+# A possessive points back only when the question has not yet named something it can belong to:
+# "Who was its first librarian?" leans on the conversation, "When do puppies get their rabies shot?" does
+# not (read as a follow-up, the conversation before it, about a council, took its search and it was
+# declined, seen as a new user). Other pronouns ("it", "him", "there") point back wherever they stand.
+_PRONOUN = re.compile(r"\b(it|itself|they|them|theirs|themselves|he|him|himself|she|hers|herself|there)\b",
+                      re.IGNORECASE)
+_POSSESSIVE = re.compile(r"\b(its|their|his|her)\b", re.IGNORECASE)
+_EXISTENTIAL = re.compile(r"\b(is|are|was|were)\s+there\b|\bthere\s+(is|are|was|were)\b", re.IGNORECASE)
+NAMED_BEFORE = 2     # words of its own before a possessive that it may belong to
 _STOP = frozenset("a an the of in on at to for from by with about as is are was were be been being do does did "
                   "what which who whom whose when where how many much can could would should will shall may "
                   "might must has have had not no or and but if than so".split())
@@ -42,12 +51,24 @@ _EXTRA_STOP = {"de": {"wie", "wann", "wo", "wer", "was", "welche", "welcher", "w
                "fr": {"quand", "où", "qui", "quoi", "combien", "comment", "quel", "quelle", "qu", "l", "t"}}
 
 
+def _content(text: str) -> list[str]:
+    return [w for w in re.findall(r"[a-z0-9']+", text.lower()) if w not in _STOP]
+
+
 def looks_like_follow_up(question: str, language: str | None = None) -> bool:
     """Pronouns and pointing words ("it", "there", "that", "why"; "es", "dort"; "ella", "allí"; "il", "là")
-    or too few words of its own to be understood alone. `language`: the question's (None: English)."""
+    or too few words of its own to be understood alone. `language`: the question's (None: English); in
+    English a pronoun after words that name what it may stand for is the question's own."""
     if language not in _OTHER:
-        content = [w for w in re.findall(r"[a-z0-9']+", question.lower()) if w not in _STOP]
-        return bool(_ANAPHORA.search(question)) or len(content) <= 1
+        content = _content(question)
+        if _POINTING.search(question) or len(content) <= 1:
+            return True
+        if re.match(r"\s*why\b", question, re.IGNORECASE) and len(content) <= 2:   # "Why is that so?"
+            return True
+        text = _EXISTENTIAL.sub(" ", question)       # "How many holidays are there?" points at nothing
+        if _PRONOUN.search(text):
+            return True
+        return any(len(_content(text[:m.start()])) < NAMED_BEFORE for m in _POSSESSIVE.finditer(text))
     pointing, leading, impersonal = _OTHER[language]
     text = question.lower().replace("’", "'")
     if re.match(rf"[\W_]*(?:{leading})\b", text):
