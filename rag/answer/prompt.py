@@ -36,7 +36,10 @@ SYSTEMS = {
                      "repeat the question. " + _RULES),
 }
 VOICE_STYLE = " Your answer will be spoken aloud: answer in one to three short sentences, with no lists or markdown."
-TEXT_STYLE = " Answer briefly and directly."
+# The answer first: on 320 squad-train questions (two halves of 160, same model run otherwise) the gold
+# answer came in the first sentence 107 -> 116 times and in the model's words 116 -> 123 against "Answer
+# briefly and directly." ("Answer in one short sentence" gained as much in the first sentence, less overall).
+TEXT_STYLE = " Begin with one short sentence that states the answer."
 
 # One worked example before the real question (few-shot): a 135 M model otherwise often answers with
 # the instructions ("The sources are cited like [1]...") instead of the fact. Invented, so that it
