@@ -226,13 +226,19 @@ class Pipeline:
         """Everything before the model writes: the passages, whether to decline, and the messages.
         `ahead`: the plan a read-ahead made from the words so far; its prompt is kept when it `agrees`."""
         languages = self.languages(question, options)
+        if small_talk(question):     # no search: after other questions, "Thanks!" read as a follow-up found passages
+            return Plan(question, [], (), [], languages)
         standalone, hits = self.search(question, hist, options.k, options.rewrite, options.sources, languages)
         chosen = hits[: self.cfg.prompt.max_sources or len(hits)]
         sources = tuple(fit_sources(chosen, self.llm.count_tokens, self.cfg.prompt.context_tokens))
         signals, ranked = self.support(question, standalone, hist, sources, hits, languages.question)
         if self.should_abstain(hits, signals) or not sources:
             return Plan(standalone, ranked, (), [], languages)
-        recent = tuple((m["role"], m["content"]) for m in hist[-2:])
+        # Only a follow-up shows the model the last exchange: a question that stands alone needs none, and
+        # the 135M model wrote the earlier answer again ("Does the warranty cover limescale damage?" got the
+        # kettle's presets, seen as a new user).
+        last = hist[-2:] if looks_like_follow_up(question, languages.question) else []
+        recent = tuple((m["role"], m["content"]) for m in last)
         if agrees(ahead, sources, ranked, recent, self.cfg.prompt.focus_sentences or 0):
             # The passages in the read-ahead's order and cut: the model has read them already. `ranked`
             # numbers the passages, so it is ranked again in that order (cheap: the vectors are cached).
@@ -244,7 +250,7 @@ class Pipeline:
             shown = tuple(focus(sources, ranked, self.cfg.prompt.focus_sentences)
                           if self.cfg.prompt.focus_sentences else sources)
         return Plan(standalone, ranked, sources,
-                    answer_messages(question, shown, hist[-2:], options.voice, self.cfg.prompt.example,
+                    answer_messages(question, shown, last, options.voice, self.cfg.prompt.example,
                                     self.cfg.prompt.system, language_line=languages.instruction), languages,
                     shown, recent)
 

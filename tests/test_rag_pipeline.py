@@ -206,9 +206,10 @@ def test_the_whole_question_keeps_a_read_ahead_only_when_its_passages_agree(base
     other = pipeline.prefill("When did the Harbor Point library open", [], voice)
     assert {h.chunk_id for h in other.sources} != {h.chunk_id for h in own.sources}
     assert pipeline.plan(whole_question, [], voice, other).shown == own.shown
+    # After another turn a question that stands alone is still shown no history: the read-ahead holds.
     later = pipeline.plan(whole_question, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
                           voice, almost)
-    assert later.history != almost.history and later.messages[1]["content"] == "Hi"
+    assert later.history == almost.history == () and later.shown == almost.shown
     stop = threading.Event()
     stop.set()
     base_engines.llm.forget_prompts()
@@ -334,7 +335,24 @@ def test_a_greeting_gets_a_reply_not_a_decline_and_changes_nothing_after_it(base
     assert done.answer == "Hello! Ask me anything about your documents." and not done.abstained and done.sources == ()
     greeting = [{"role": "user", "content": "Hello?"}, {"role": "assistant", "content": done.answer}]
     assert clean_history(greeting, 10) == []      # neither searched with nor shown to the model
-    question = "How often should the chain be oiled?"
-    alone = list(base_engines.pipeline().ask(question))[-1]
-    after = list(base_engines.pipeline().ask(question, greeting))[-1]
-    assert after.answer == alone.answer and after.sources == alone.sources
+    question = "How often should the chain be oiled?"     # what it is searched with and shown is the same
+    alone, after = (base_engines.pipeline().plan(question, h, AskOptions()) for h in ([], greeting))
+    assert after.messages == alone.messages and after.sources == alone.sources and after.standalone == question
+
+
+def test_only_a_follow_up_shows_the_model_the_last_exchange_and_thanks_needs_no_search(base_engines):
+    """Shown the last exchange before a question that stands alone, the 135M model wrote the earlier answer
+    again ("Does the warranty cover limescale damage?" got the kettle's presets, seen as a new user); and
+    "Thanks!" after a question was read as a follow-up, found passages and was answered from them."""
+    from rag.pipeline import AskOptions
+
+    pipeline = base_engines.pipeline()
+    history = [{"role": "user", "content": "How many panels does the Millstream solar garden have?"},
+               {"role": "assistant", "content": "The garden has 4,800 panels [1]."}]
+    alone = pipeline.plan("When did the Harbor Point library abolish fines?", history, AskOptions())
+    assert [m["role"] for m in alone.messages] == ["system", "user"] and alone.history == ()
+    follow = pipeline.plan("When was it built?", history, AskOptions())
+    assert [m["role"] for m in follow.messages] == ["system", "user", "assistant", "user"]
+    assert "4,800 panels" in follow.messages[2]["content"]
+    done = list(pipeline.ask("Thanks!", history))[-1]
+    assert done.answer == "You're welcome." and done.sources == () and not done.abstained
