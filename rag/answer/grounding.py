@@ -158,6 +158,13 @@ def without_extension(name: str) -> str:
     return re.sub(r"\.\w{1,5}$", "", name)
 
 
+def name_pattern(name: str) -> str:
+    """A source's name as it may be written: its words with any of space, '_' or '-' between them, with
+    or without an extension ('' for a name with no words)."""
+    parts = [re.escape(p) for p in re.split(r"[\s_\-]+", without_extension(name)) if p]
+    return r"[\s_\-]+".join(parts) + r"(?:\.\w{1,5})?" if parts else ""
+
+
 def says_nothing(answer: str, source_names: Iterable[str]) -> bool:
     """The answer holds no word beyond citation markers and the sources' names (file names and headings,
     as the prompt labels them): the 135 M model sometimes "answers" with a list such as
@@ -169,7 +176,6 @@ def says_nothing(answer: str, source_names: Iterable[str]) -> bool:
     text = CITATION.sub(" ", answer)
     names = {n for name in source_names for n in (name, file_name(name))}
     for whole in sorted(names, key=len, reverse=True):    # a heading may hold a file's words: longest first
-        parts = [re.escape(p) for p in re.split(r"[\s_\-]+", without_extension(whole)) if p]
-        if parts:
-            text = re.sub(r"[\s_\-]+".join(parts) + r"(?:\.\w{1,5})?", " ", text, flags=re.IGNORECASE)
+        if pattern := name_pattern(whole):
+            text = re.sub(pattern, " ", text, flags=re.IGNORECASE)
     return not content_words(text)

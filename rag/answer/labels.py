@@ -21,18 +21,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from rag.answer.grounding import content_words, file_name, without_extension
+from rag.answer.grounding import content_words, file_name, name_pattern
 
-_NAME_SEP = r"[\s_\-]+"
 # What a label holds besides names: "page 3", "pages 3-4", "p. 3", "section", "chapter", separators.
 _LABEL_WORDS = frozenset("page pages p section chapter part heading file".split())
 _WORD = re.compile(r"[A-Za-z0-9]+")
-
-
-def _pattern(name: str) -> str:
-    """A name as it may be written: its words with any of space, '_' or '-' between them, any extension."""
-    parts = [re.escape(p) for p in re.split(_NAME_SEP, without_extension(name)) if p]
-    return _NAME_SEP.join(parts) + r"(?:\.\w{1,5})?" if parts else ""
 
 
 class LabelFilter:
@@ -44,7 +37,7 @@ class LabelFilter:
                 continue
             whole |= {name, file_name(name)}
             whole |= {part.strip() for part in re.split(r"\s*[>/|]\s*", name) if part.strip()}
-        patterns = [p for p in (_pattern(n) for n in sorted(whole, key=len, reverse=True)) if p]
+        patterns = [p for p in (name_pattern(n) for n in sorted(whole, key=len, reverse=True)) if p]
         self._names = re.compile("|".join(patterns), re.IGNORECASE) if patterns else None
         self._vocabulary = {w.lower() for n in whole for w in _WORD.findall(n)} | _LABEL_WORDS
         self._longest = max((len(n) for n in whole), default=0) * 2 + 40
