@@ -125,3 +125,17 @@ def test_a_long_text_tokenized_in_parallel_pieces_gives_the_same_tokens(tokenize
     assert len(text) > 2 * SEGMENT + 10_000
     whole = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     assert spans(text).tolist() == [list(o) for o in whole]
+
+
+def test_a_heading_with_nothing_under_it_goes_into_the_next_section():
+    """A title straight over its first section was a chunk of its own, a few words that took one of the
+    model's two source places (seen as a new user: "Can I bring my dog?" got "[1] # Harbor Desk FAQ")."""
+    from rag.ingest.loaders import markdown_sections
+
+    doc = "# Desk FAQ\n\n## Hours\nOpen 7:30 to 21:00.\n## Pets\n### Dogs\nFridays only.\n```\n# not a heading\n```\n"
+    sections = markdown_sections(doc)
+    assert [s.location for s in sections] == ["Desk FAQ > Hours", "Desk FAQ > Pets > Dogs"]
+    assert sections[0].text.startswith("# Desk FAQ\n\n## Hours\nOpen") and "# not a heading" in sections[1].text
+    only = markdown_sections("# Only a title")      # a document of headings alone is kept, not lost
+    assert [(s.text, s.location) for s in only] == [("# Only a title", "Only a title")]
+    assert [s.location for s in markdown_sections("# T\nintro\n## A\ntext")] == ["T", "T > A"]

@@ -35,6 +35,7 @@ def run(text: str, pieces: list[int] | None = None) -> tuple[str, list[str], lis
     ("The documents do not say.", "The documents do not say."),
     ("Fines were abolished in 2019 [1]. I hope this helps you out today!", "Fines were abolished in 2019 [1]. "),
     ("The answer is: In 2019 [1].", "In 2019 [1]."),                   # the frame goes, the answer stays
+    ("The answer to the question is: In 2019 [1].", "In 2019 [1]."),  # seen as a new user
     ("The answer is: The documents do not say.", "The documents do not say."),
     ("Answer: Oil the chain every month.", "Oil the chain every month."),
     ("The answer is: In 2019.\n[1]", "In 2019.\n[1]"),

@@ -43,7 +43,8 @@ def content_words(text: str) -> set[str]:
 # the "2" of "2 tablespoons"; it let "The source is [1] and the answer is [2]." through).
 _MARKERS = re.compile(CITATION.pattern + r"|\[[\d\s,]*$")
 _MARKER_LINES = re.compile(r"^(?:[ \t]*(?:" + CITATION.pattern + r"[ \t]*)*\n)+")
-_ANSWER_IS = re.compile(r"\s*(?:the )?(?:short |final )?answer(?: is)?\s*:\s", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"\s*(?:the )?(?:short |final )?answer(?: to (?:the|your|this) question)?(?: is)?\s*:\s",
+                        re.IGNORECASE)
 _EMPTY_ITEM = re.compile(r"(?m)^[ \t]*\d{1,2}[.)][ \t]*\n")
 _LIST_NUMBER = re.compile(r"^\s*\d{1,2}[.)](?!\d)")     # "1." opening a list item is not the "1" of "page 1"
 

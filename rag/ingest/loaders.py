@@ -61,17 +61,24 @@ def markdown_sections(text: str) -> list[Section]:
         buf.clear()
 
     in_code = False
+    said = False     # whether buf holds more than headings
     for line in text.splitlines():
         if line.lstrip().startswith("```"):
             in_code = not in_code
         match = None if in_code else _HEADING.match(line)
         if match:
-            flush()
+            # A heading with nothing under it but the next heading (a title over its first section)
+            # goes on into that section: on its own it was a chunk of a few words that took one of
+            # the model's two source places ("Can I bring my dog?" got "[1] # Harbor Desk: member FAQ").
+            if said:
+                flush()
+            said = False
             level = len(match.group(1))
             path[:] = path[: level - 1] + [match.group(2)]
             buf.append(line)
         else:
             buf.append(line)
+            said = said or bool(line.strip())
     flush()
     return sections
 
