@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rag.config import load_config
 from rag.engines import Engines
-from rag.retrieve import Query
+from rag.retrieve import Query, Retriever
 
 SQUAD = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "squad-train"
 
@@ -50,8 +50,15 @@ def main(argv=None, engines=None) -> dict:
     index = engines.index
 
     rows: dict[str, float] = {}
-    rows["single: hybrid (dense+BM25, RRF)"] = sum(found(retriever.search([Query(q["question"])], k), q["answers"])
-                                                   for q in qa) / len(qa)
+    model_reads = cfg.prompt.max_sources or k
+    other = "rrf" if cfg.retrieval.fusion == "relative" else "relative"
+    fusions = {cfg.retrieval.fusion: retriever,
+               other: Retriever(index, cfg.retrieval.model_copy(update={"fusion": other}))}
+    for name, fused in fusions.items():   # the configured fusion first, the other beside it
+        label = f"single: hybrid (dense+BM25, {name} fusion{'' if fused is retriever else ', not configured'})"
+        rows[label] = sum(found(fused.search([Query(q["question"])], k), q["answers"]) for q in qa) / len(qa)
+        rows[f"  same, {name}: the best {model_reads} (what the model reads)"] = sum(
+            found(fused.search([Query(q["question"])], model_reads), q["answers"]) for q in qa) / len(qa)
     rows["single: dense only"] = sum(found(retriever.search([Query(q["question"], lexical=False)], k), q["answers"])
                                      for q in qa) / len(qa)
     lex = 0

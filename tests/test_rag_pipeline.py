@@ -191,7 +191,7 @@ def test_the_whole_question_keeps_a_read_ahead_only_when_its_passages_agree(base
     voice = AskOptions(voice=True)
     whole_question = "When did the Harbor Point library abolish fines?"
     own = pipeline.plan(whole_question, [], voice)
-    almost = pipeline.prefill("When did the Harbor Point library abolish its fines", [], voice)
+    almost = pipeline.prefill("When did the Harbor Point library abolish the fines", [], voice)
     kept = pipeline.plan(whole_question, [], voice, almost)
     assert kept.shown == almost.shown and kept.messages[-1] != almost.messages[-1]
     assert "2019" in " ".join(h.text for h in kept.shown)
@@ -287,7 +287,10 @@ def test_a_follow_up_is_ranked_in_the_context_of_its_subject(base_engines):
     pipeline = base_engines.pipeline()
     question = "How much does it cost to join?"
     standalone, hits = pipeline.search(question, history, rewrite=False)
-    sources = [h for h in hits if h.source in ("solar-garden.md", "harbor-library.md")][:4]
+    # The subject's passages and the other document's passage about joining (the library's membership)
+    solar = [h for h in hits if h.source == "solar-garden.md"][:3]
+    library = [h for h in hits if h.source == "harbor-library.md"][:1]
+    sources = [h for h in hits if h in solar + library]
     assert {h.source for h in sources} == {"solar-garden.md", "harbor-library.md"}
     _, ranked = pipeline.support(question, standalone, history, sources, hits)
     assert "250 euros" in ranked[0].text and sources[ranked[0].source - 1].source == "solar-garden.md"
