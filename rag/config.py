@@ -77,6 +77,11 @@ class RetrievalConfig(Section):
     # minutes that answer it. The sentence rule below is the finer test; at 0.30 this gate declined 5 of
     # 225 answerable squad-train questions that rule lets through, for 3 of 175 unanswerable ones.
     abstain_below: float = Field(0.20, ge=-1, le=1)
+    # At or above this best passage cosine the passage is taken to be about the question, and the sentence
+    # rules below do not decline: no unanswerable squad-train question came this close (highest 0.625 of 175),
+    # while "Can I bring my dog to Harbor Desk?" (passage 0.77) was declined because no single sentence said
+    # more than "Dogs are welcome on Fridays only" (0.44, seen as a new user). 1 turns this off.
+    abstain_never_above: float = Field(0.65, ge=-1, le=1)
     # A second look at the passages the model would get (rag/answer/abstain.py): decline when no single
     # sentence is close to the question, or when the best is middling and most of the question's
     # words are missing. Chosen on half the squad-train documents, checked on the other half

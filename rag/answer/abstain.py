@@ -7,13 +7,14 @@ Three signals, each cheap and explainable, all computed on the passages that wou
   same broad topic scores well as a whole; a question the documents answer has one sentence that
   matches it closely. On squad-train this separates unanswerable from answerable questions better
   than the passage cosine (AUC 0.96 against 0.92, bench/RESULTS.md "quality");
-- coverage: the share of the question's content words (stopwords removed, crude stemming) found in
+- coverage: the share of the question's content words (stopwords removed, stemmed) found in
   those passages. A question about an unindexed topic names things the passages never mention.
   Weighted by inverse document frequency over the indexed chunks (`retrieval.abstain_coverage_idf`):
   a missing name or number is strong evidence, a missing "year" or "first" barely any; a word no
   chunk has gets the largest weight (the documents cannot answer about it).
 
-The rule (`decide`): decline when the passage cosine is below `abstain_below`, or the best sentence is
+The rule (`decide`): decline when the passage cosine is below `abstain_below`, or (unless it is at least
+`abstain_never_above`) the best sentence is
 below `abstain_sentence_below`, or the best sentence is only middling (below
 `abstain_weak_sentence_below`) AND less than `abstain_coverage_below` of the question's words appear.
 The second signal only acts in the middling band, so a misheard name in a spoken question (which
@@ -28,6 +29,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from common.stemming import stem
 from rag.config import RetrievalConfig
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -45,11 +47,10 @@ yourselves many much may might must shall one ones called name named known kind 
 
 
 def _stem(word: str) -> str:
-    """Crude suffix stripping so "built"/"builds", "wars"/"war" meet; long words only (keeps "bus", "gas")."""
-    for suffix in ("ing", "ed", "es", "s"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)]
-    return word
+    """Snowball's stem (common/stemming.py, as BM25 has it), so "built"/"builds", "wars"/"war" and "dog"/"dogs"
+    meet: "Can I bring my dog?" found none of its words in the FAQ's "Dogs are welcome on Fridays" and was
+    declined (seen as a new user)."""
+    return stem(word)
 
 
 def content_words(text: str) -> list[str]:
@@ -93,6 +94,8 @@ def decide(signals: Signals, cfg: RetrievalConfig) -> str | None:
     """Why the documents are taken not to hold the answer, or None to go on and ask the model."""
     if signals.dense < cfg.abstain_below:
         return f"best passage similarity {signals.dense:.2f} < {cfg.abstain_below}"
+    if signals.dense >= cfg.abstain_never_above:    # the passage is about the question: its sentences do not decide
+        return None
     if signals.support < -0.999:    # support not measured (no sentences): the passage rule alone
         return None
     if signals.support < cfg.abstain_sentence_below:

@@ -24,6 +24,7 @@ from rag.index.catalog import CatalogStore, ChunkRef
 from rag.config import Config
 from rag.models.embeddings import Embedder
 from common.errors import IndexMismatchError, UserInputError
+from common.stemming import stem_words
 from rag.index.registry import open_catalog, open_vector_store
 from rag.index.vectors import VectorStore
 
@@ -46,23 +47,9 @@ class Scored:
     score: float
 
 
-_STEMMERS = threading.local()
-
-
-def _stemmer():
-    """Snowball's English stemmer for BM25, so "dogs" finds "dog" and "built" "builds": on squad-train
-    BM25 alone found the answer in its best 5 passages 0.8925 -> 0.9275 of the time (bench/RESULTS.md).
-    One per thread: a stemmer keeps the word it is working on in itself."""
-    stemmer = getattr(_STEMMERS, "stemmer", None)
-    if stemmer is None:
-        import snowballstemmer
-
-        stemmer = _STEMMERS.stemmer = snowballstemmer.stemmer("english")
-    return stemmer
-
-
 class LexicalIndex:
-    """BM25 over chunk texts (bm25s: sparse matrices, fast to build and to query)."""
+    """BM25 over chunk texts (bm25s: sparse matrices, fast to build and to query), Snowball-stemmed: on
+    squad-train BM25 alone found the answer in its best 5 passages 0.8925 -> 0.9275 of the time."""
 
     def __init__(self, ids: np.ndarray, texts: list[str]):
         import bm25s
@@ -76,13 +63,13 @@ class LexicalIndex:
         self.model = None
         if texts:
             self.model = bm25s.BM25()
-            self.model.index(bm25s.tokenize(texts, stopwords="en", stemmer=_stemmer(), show_progress=False),
+            self.model.index(bm25s.tokenize(texts, stopwords="en", stemmer=stem_words, show_progress=False),
                              show_progress=False)
 
     def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[Scored]:
         if self.model is None:
             return []
-        tokens = self.bm25s.tokenize([query], stopwords="en", stemmer=_stemmer(), show_progress=False)
+        tokens = self.bm25s.tokenize([query], stopwords="en", stemmer=stem_words, show_progress=False)
         # The query's words as the index knows them (a word no chunk has matches nothing).
         words = {i: w for w, i in tokens.vocab.items()}
         query_words = [words[i] for i in tokens.ids[0] if words[i] in self.model.vocab_dict] if tokens.ids else []
