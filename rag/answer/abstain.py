@@ -13,10 +13,10 @@ Three signals, each cheap and explainable, all computed on the passages that wou
   a missing name or number is strong evidence, a missing "year" or "first" barely any; a word no
   chunk has gets the largest weight (the documents cannot answer about it).
 
-The rule (`decide`): decline when the passage cosine is below `abstain_below`, or (unless it is at least
-`abstain_never_above`) the best sentence is
-below `abstain_sentence_below`, or the best sentence is only middling (below
-`abstain_weak_sentence_below`) AND less than `abstain_coverage_below` of the question's words appear.
+The rule (`decide`): decline when the passage cosine is below `abstain_below`; else, unless it is at least
+`abstain_never_above` (the passage is about the question), when the best sentence is below
+`abstain_sentence_below`, or the best sentence is only middling (below `abstain_weak_sentence_below`) AND
+less than `abstain_coverage_below` of the question's words appear.
 The second signal only acts in the middling band, so a misheard name in a spoken question (which
 lowers coverage) cannot on its own make a well-supported question decline.
 
