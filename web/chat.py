@@ -206,8 +206,10 @@ class ChatHandlers:
                     warn(event.message)
                 elif isinstance(event, Failed):
                     warn(event.message)
-                    # Nothing half-done stays: the question goes back in the box to try again.
-                    yield chat[:-2], skip, skip, question, skip
+                    # Nothing half-done stays: the question goes back in the box to try again, and the
+                    # sources panel shows the last answer's again (it said "Searching your documents…"
+                    # for good after a question refused as too long, seen as a new user).
+                    yield chat[:-2], self.restore(session)[2], skip, question, skip
                     return
                 elif isinstance(event, Done):
                     sources = sources_json(event.sources)
