@@ -121,12 +121,17 @@ def test_typed_question_streams_a_cited_answer_with_sources(browser, web_server,
     wait_for_answer(page, web_server, follow, mark)
     assert "harbor-library.md" in sources_text(page)
 
+    # Thanks are answered without a search: the panel keeps the last answer's sources.
+    mark = ask(page, web_server, "Thanks!")
+    assert wait_for_answer(page, web_server, "Thanks!", mark) == "You're welcome."
+    assert "harbor-library.md" in sources_text(page)
+
     # A question refused (too long) leaves the chat and the sources panel as they were.
     page.fill("#rag-question textarea", "why " * 1200)
     page.click("#rag-ask")
     page.wait_for_function("document.body.innerText.includes('the limit is 4,000')", timeout=30_000)
     page.wait_for_function("!document.querySelector('#rag-sources').innerText.includes('Searching')", timeout=10_000)
-    assert "harbor-library.md" in sources_text(page) and messages(page, "user")[-1] == follow
+    assert "harbor-library.md" in sources_text(page) and messages(page, "user")[-1] == "Thanks!"
 
     # New chat forgets it: the page and the stored history are both empty.
     page.click("#rag-new-chat")

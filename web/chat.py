@@ -18,6 +18,7 @@ import gradio as gr
 
 from common.errors import AudioError, RagError, UserInputError, one_line
 from rag.events import AudioChunk, Done, Failed, Notice, Queued, Retrieved, TextDelta
+from rag.answer.small_talk import is_reply
 from rag.pipeline import AskOptions
 from web.render import SOURCES_EMPTY, SOURCES_SEARCHING, chat_markdown, sources_html, sources_json
 
@@ -136,16 +137,16 @@ class ChatHandlers:
         went to the one without the first exchange)."""
         if not (isinstance(session, str) and PAGE_SESSION_RE.match(session)):
             return gr.skip(), [], SOURCES_EMPTY
-        chat, sources = [], None
+        chat, sources, searched = [], None, False
         for m in self.engines.history.messages(session):
             shown = chat_markdown(m["content"]) if m["role"] == "assistant" else m["content"]
             code = (m.get("extra") or {}).get("language")
             if code and m["role"] == "assistant" and self.show_languages:   # the answer's language, as shown live
                 shown += language_tag(code)
             chat.append({"role": m["role"], "content": shown})
-            if m["role"] == "assistant":
-                sources = (m.get("extra") or {}).get("sources")
-        return session, chat, sources_html(sources, searched=bool(chat)) if chat else SOURCES_EMPTY
+            if m["role"] == "assistant" and not is_reply(m["content"]):   # a "You're welcome." searched nothing
+                sources, searched = (m.get("extra") or {}).get("sources"), True
+        return session, chat, sources_html(sources) if searched else SOURCES_EMPTY
 
     def clear(self, session):
         """New chat: forget this session's history (the model never sees it again)."""
@@ -195,7 +196,8 @@ class ChatHandlers:
                     yield chat, panel, _wav(event), skip, skip
                     panel = skip
                 elif isinstance(event, Retrieved):
-                    panel = sources_html(sources_json(event.hits))
+                    # No passages: a decline or a greeting's reply; Done says which (the panel waits for it).
+                    panel = sources_html(sources_json(event.hits)) if event.hits else skip
                     if self.show_languages and event.language:   # issue 16: the language of each message
                         chat[-2] = {"role": "user", "content": question + language_tag(event.language, heard)}
                 elif isinstance(event, Queued):
@@ -218,7 +220,10 @@ class ChatHandlers:
                     self.engines.history.add_exchange(session, question, event.answer,
                                                       {"sources": sources, "voice": voice,
                                                        "abstained": event.abstained, "language": event.language})
-                    yield chat, sources_html(sources), skip, skip, skip
+                    # A greeting or thanks searched nothing: the panel keeps the last answer's sources
+                    # ("Thanks!" replaced them with "No passage matched this question", seen as a new user).
+                    reply = not event.sources and not event.abstained
+                    yield chat, self.restore(session)[2] if reply else sources_html(sources), skip, skip, skip
         finally:
             cancel.set()
             events.close()
