@@ -222,8 +222,8 @@ class ChatHandlers:
                                                        "abstained": event.abstained, "language": event.language})
                     # A greeting or thanks searched nothing: the panel keeps the last answer's sources
                     # ("Thanks!" replaced them with "No passage matched this question", seen as a new user).
-                    reply = not event.sources and not event.abstained
-                    yield chat, self.restore(session)[2] if reply else sources_html(sources), skip, skip, skip
+                    panel = self.restore(session)[2] if is_reply(event.answer) else sources_html(sources)
+                    yield chat, panel, skip, skip, skip
         finally:
             cancel.set()
             events.close()
