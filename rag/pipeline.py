@@ -319,7 +319,9 @@ class Pipeline:
             # question's words too (names and numbers stay shared with the sources either way).
             cross = plan.languages.documents not in (None, language)
             names = [n for h in sources for n in (h.source, h.location) if n]
-            filters = AnswerFilters([h.text for h in sources] + ([question] if cross else []), len(sources), names)
+            instructions = "\n".join(m["content"] for m in messages if m["role"] == "system")
+            filters = AnswerFilters([h.text for h in sources] + ([question] if cross else []), len(sources), names,
+                                    instructions, question)
             try:
                 settings = GenerationSettings(self.cfg.llm.max_new_tokens, self.cfg.llm.temperature)
                 stream = self.llm.stream(messages, settings, cancel)

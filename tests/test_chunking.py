@@ -139,3 +139,45 @@ def test_a_heading_with_nothing_under_it_goes_into_the_next_section():
     only = markdown_sections("# Only a title")      # a document of headings alone is kept, not lost
     assert [(s.text, s.location) for s in only] == [("# Only a title", "Only a title")]
     assert [s.location for s in markdown_sections("# T\nintro\n## A\ntext")] == ["T", "T > A"]
+
+
+TRAVEL = """## Daily allowance
+
+| City group | Hotel limit per night | Meals per day |
+|---|---:|---|
+| Group A (London, Paris) | 220 euros | 60 euros |
+| Group B (all other cities) | 150 euros | |
+
+Alcohol is never reimbursed.
+| not | a table |
+"""
+
+
+def test_a_table_becomes_a_line_per_row_in_markdown_html_and_docx():
+    """Seen as a new user: a travel policy's allowance table was one 'sentence' of pipes and dashes that
+    the model copied whole ("What is the meal allowance in Berlin?"); each row now reads on its own."""
+    import io
+
+    import docx
+
+    from rag.ingest.loaders import docx_sections, html_sections, markdown_sections
+
+    rows = ["City group: Group A (London, Paris); Hotel limit per night: 220 euros; Meals per day: 60 euros.",
+            "City group: Group B (all other cities); Hotel limit per night: 150 euros."]     # an empty cell left out
+    text = markdown_sections(TRAVEL)[0].text
+    assert text.splitlines()[2:4] == rows
+    assert "Alcohol is never reimbursed.\n| not | a table |" in text      # pipes without a header rule stay
+    page = ("<html><body><article><h1>Prices</h1><p>Our prices for 2026 include tax for all customers.</p>"
+            "<table><tr><th>Plan</th><th>Monthly price</th></tr><tr><td>Basic</td><td>5 euros</td></tr>"
+            "<tr><td>Pro</td><td>12 euros</td></tr></table><p>Prices change every January.</p></article></body></html>")
+    assert "Plan: Basic; Monthly price: 5 euros.\nPlan: Pro; Monthly price: 12 euros." in html_sections(page, "p.html")[0].text
+    document = docx.Document()
+    document.add_paragraph("The fees below apply from March.")
+    table = document.add_table(rows=2, cols=2)
+    for (r, c), value in {(0, 0): "Service", (0, 1): "Fee", (1, 0): "Lost card", (1, 1): "5 euros"}.items():
+        table.cell(r, c).text = value
+    document.add_paragraph("Fees are paid at the desk.")
+    data = io.BytesIO()
+    document.save(data)
+    text = docx_sections(data.getvalue(), "f.docx")[0].text     # a .docx table was lost before
+    assert text.index("March.") < text.index("Service: Lost card; Fee: 5 euros.") < text.index("Fees are paid")

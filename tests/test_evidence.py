@@ -34,6 +34,23 @@ def test_sentences_of_splits_and_drops_fragments():
     assert sentences_of("# Harbor Point Library\n\n## Fines\n\nFines ended in 2019.") == ["Fines ended in 2019."]
 
 
+def test_a_plain_text_title_is_not_joined_to_the_sentence_under_it():
+    """Council minutes as a new user had them: "1. Swimming pool renovation" over its paragraph was read
+    as a hard-wrapped line, and the model and the quote copied "1. Swimming pool renovation The council..."."""
+    minutes = ("Present: the mayor and four councillors.\n\n1. Swimming pool renovation\nThe council approved the "
+               "renovation of the public swimming pool at a cost of 1.8 million euros.\n\n3. Next meeting\nThe next "
+               "meeting will be held on 7 April at 7 pm in the town hall.")
+    assert sentences_of(minutes) == [
+        "Present: the mayor and four councillors.",
+        "The council approved the renovation of the public swimming pool at a cost of 1.8 million euros.",
+        "The next meeting will be held on 7 April at 7 pm in the town hall."]
+    # hard-wrapped prose stays whole: a first line as long as the next, or one that runs on in lower case
+    assert sentences_of("The library opened in 1962 and\nSarah Kent was its first librarian.") == [
+        "The library opened in 1962 and Sarah Kent was its first librarian."]
+    assert sentences_of("Members may borrow\ntwelve items at a time from the main desk.") == [
+        "Members may borrow twelve items at a time from the main desk."]
+
+
 def test_rank_sentences_best_first_with_source_numbers():
     ranked = rank_sentences(["when were late fines abolished"], PASSAGES, fake_embed)
     assert ranked[0] == Sentence(1, 1, "It abolished late fines in 2019.", ranked[0].score)

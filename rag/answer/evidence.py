@@ -43,12 +43,29 @@ class Sentence:
     score: float       # best cosine similarity to the question (over the query texts)
 
 
+def _without_titles(text: str) -> str:
+    """Plain-text titles blanked out: a short line with no closing punctuation, after a blank line (or
+    at the start) and before a line that starts a sentence ("1. Swimming pool renovation" over "The
+    council approved..."). Joined to the next line as a hard wrap, it became one sentence that the
+    model and the quote copied title and all (seen as a new user, in council minutes)."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines[:-1]):
+        words = _WORDS.findall(line)
+        after = lines[i + 1].strip()
+        # shorter than the line after it: a paragraph's first line in a narrow PDF column is as long
+        if (0 < len(words) <= 8 and len(line.strip()) <= min(60, 0.7 * len(after))
+                and not re.search(r"[.!?:;,]\W*$", line) and (i == 0 or not lines[i - 1].strip())
+                and re.match(r"[A-Z0-9\"'(]", after)):
+            lines[i] = ""
+    return "\n".join(lines)
+
+
 def sentences_of(text: str) -> list[str]:
     """A passage's sentences, one line each. Markdown headings are dropped (a title states nothing, yet
-    it is short and on topic, so it would outrank the sentence that answers), and so are lines of
-    fewer than four words (plain-text titles like "Tyre pressure.", list debris)."""
+    it is short and on topic, so it would outrank the sentence that answers), plain-text titles too
+    (`_without_titles`), and so are lines of fewer than four words ("Tyre pressure.", list debris)."""
     out = []
-    text = _HEADING.sub("", text)
+    text = _without_titles(_HEADING.sub("", text))
     text = _WRAP.sub(" ", text)    # hard-wrapped lines (PDF, plain text) are not sentence ends; blank lines are
     for sentence in split_sentences(text, max_chars=400):
         sentence = _SPACE.sub(" ", sentence).strip()

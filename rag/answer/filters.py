@@ -21,12 +21,14 @@ log = logging.getLogger(__name__)
 
 
 class AnswerFilters:
-    def __init__(self, source_texts: Sequence[str], n_sources: int, names: Sequence[str] = ()):
+    def __init__(self, source_texts: Sequence[str], n_sources: int, names: Sequence[str] = (),
+                 instructions: str = "", question: str = ""):
         """`source_texts`: the passages (and any other text an answer may draw words from); `names`: the
-        sources' names and locations, as the prompt labels them."""
+        sources' names and locations, as the prompt labels them; `instructions`: the system prompt;
+        `question`: as asked (rag/answer/grounding.py says what these two are for)."""
         self.guard = RepetitionGuard()
         self.labels = LabelFilter(names)
-        self.grounding = GroundingFilter(source_texts, names)
+        self.grounding = GroundingFilter(source_texts, names, instructions, question)
         self.citations = CitationFilter(n_sources)
 
     @property

@@ -46,10 +46,47 @@ def decode_text(data: bytes, name: str) -> str:
 
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_TABLE_LINE = re.compile(r"^\s*\|.*\|\s*$")
+_TABLE_RULE = re.compile(r"^\s*\|(?:\s*:?-{3,}:?\s*\|)+\s*$")
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def row_sentence(header: list[str], row: list[str]) -> str:
+    """One table row as a line that reads on its own: 'City group: Group B; Meals per day: 45 euros.'"""
+    pairs = [f"{h}: {c}" if h else c for h, c in zip(header + [""] * len(row), row) if c]
+    return "; ".join(pairs) + ("." if pairs and not pairs[-1].endswith((".", "!", "?")) else "")
+
+
+def tables_as_rows(text: str) -> str:
+    """Markdown tables (from .md files, and from web pages and .docx through this format) with a header
+    row: each body row becomes one line naming its columns. As pipes and dashes the whole table was one
+    'sentence' that the model copied whole and the evidence quote could not cut ("What is the meal
+    allowance in Berlin?" got the table, seen as a new user); a row per line is a sentence per row."""
+    lines = text.split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if (_TABLE_LINE.match(lines[i]) and i + 1 < len(lines) and _TABLE_RULE.match(lines[i + 1])
+                and not _TABLE_RULE.match(lines[i])):
+            header = _cells(lines[i])
+            i += 2
+            while i < len(lines) and _TABLE_LINE.match(lines[i]):
+                if sentence := row_sentence(header, _cells(lines[i])):
+                    out.append(sentence)
+                i += 1
+            continue
+        out.append(lines[i])
+        i += 1
+    return "\n".join(out)
 
 
 def markdown_sections(text: str) -> list[Section]:
-    """Split markdown at headings so each chunk knows the heading path it came from."""
+    """Split markdown at headings so each chunk knows the heading path it came from; tables become a
+    line per row (`tables_as_rows`)."""
+    text = tables_as_rows(text)
     sections: list[Section] = []
     path: list[str] = []
     buf: list[str] = []
@@ -163,14 +200,23 @@ def docx_sections(data: bytes, name: str) -> list[Section]:
         document = docx.Document(io.BytesIO(data))
     except Exception:  # noqa: BLE001 - python-docx raises zipfile/KeyError/ValueError variants
         raise SourceError(f"{name}: not a readable .docx file") from None
+    from docx.table import Table
+
     lines = []
-    for para in document.paragraphs:
-        style = (para.style.name or "") if para.style is not None else ""
-        if style.startswith("Heading") and para.text.strip():
+    for block in document.iter_inner_content():     # paragraphs and tables, in the document's order
+        if isinstance(block, Table):     # as a markdown table, made a line per row below (they were lost)
+            rows = [[cell.text.replace("|", "/").replace("\n", " ").strip() for cell in row.cells]
+                    for row in block.rows]
+            if rows:
+                lines += ["", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+                lines += ["| " + " | ".join(row) + " |" for row in rows[1:]] + [""]
+            continue
+        style = (block.style.name or "") if block.style is not None else ""
+        if style.startswith("Heading") and block.text.strip():
             level = int(style.split()[-1]) if style.split()[-1].isdigit() else 1
-            lines.append("#" * min(level, 6) + " " + para.text.strip())
+            lines.append("#" * min(level, 6) + " " + block.text.strip())
         else:
-            lines.append(para.text)
+            lines.append(block.text)
     text = "\n".join(lines)
     if not text.strip():
         raise SourceError(f"{name}: the document has no text")
