@@ -121,6 +121,18 @@ def test_typed_question_streams_a_cited_answer_with_sources(browser, web_server,
     wait_for_answer(page, web_server, follow, mark)
     assert "harbor-library.md" in sources_text(page)
 
+    # A question sent while an answer is still being written is answered after it, in order (the page
+    # dropped it before: the text stayed in the box and nothing happened).
+    first = "Tell me about the Harbor Point library: its history, its rules and its opening hours."    # a long answer
+    second = "When does the library open on Saturdays?"
+    mark = ask(page, web_server, first)
+    page.wait_for_function(f"(document.querySelector('#rag-chat')?.innerText || '').includes({first!r})")
+    assert not web_server.exchanges(first, mark)         # still answering
+    ask(page, web_server, second)
+    wait_for_answer(page, web_server, second, mark)
+    assert messages(page, "user")[-2:] == [first, second]
+    assert [q for q, _ in web_server.questions(mark)] == [first, second]
+
     # Thanks are answered without a search: the panel keeps the last answer's sources.
     mark = ask(page, web_server, "Thanks!")
     assert wait_for_answer(page, web_server, "Thanks!", mark) == "You're welcome."

@@ -44,6 +44,11 @@ class WebServer:
             "AND a.session = u.session AND a.role = 'assistant' WHERE u.role = 'user' AND u.content = ? "
             "AND u.id > ? ORDER BY u.id", (question, after))
 
+    def questions(self, after: int = 0) -> list[tuple[str, str]]:
+        """(question, session) of every user message saved after `after`, in the order saved."""
+        return [(q, s) for s, q in self._query(
+            "SELECT session, content FROM messages WHERE role = 'user' AND id > ? ORDER BY id", (after,))]
+
     def wait_exchange(self, question: str, after: int = 0, timeout: float = 120) -> tuple[str, str]:
         """The first exchange for `question` saved after `after` (see `mark`), once it is saved."""
         deadline = time.monotonic() + timeout

@@ -194,8 +194,11 @@ def build_page(engines, transcriber_error: str | None = None) -> gr.Blocks:
         doc_kw = dict(concurrency_id="ingest", concurrency_limit=1, api_visibility="private")
         answer_out = [chatbot, sources, spoken, question, session]
         ask_in = [question, chatbot, session, speak, top_k, voice_choice, rate, search_in, answer_language]
-        question.submit(chat.ask_text, ask_in, answer_out, show_progress_on=[chatbot], **chat_kw)
-        ask.click(chat.ask_text, ask_in, answer_out, show_progress_on=[chatbot], **chat_kw)
+        # One listener for Enter and Ask, so a question sent while an answer streams waits for it and then
+        # goes (always_last: the box is read when its turn comes); a second click was dropped before, and
+        # Enter during an Ask-started answer ran beside it into the same chat.
+        gr.on([question.submit, ask.click], chat.ask_text, ask_in, answer_out, show_progress_on=[chatbot],
+              trigger_mode="always_last", **chat_kw)
         voice_in = [mic, chatbot, session, speak, top_k, voice_choice, rate, search_in, answer_language]
         mic.stop_recording(chat.ask_voice, voice_in, answer_out + [mic], show_progress_on=[chatbot], **chat_kw)
         mic.upload(chat.ask_voice, voice_in, answer_out + [mic], show_progress_on=[chatbot], **chat_kw)
