@@ -19,7 +19,8 @@ from rag.answer.language import Languages, choose, clean_translation, not_found,
 from rag.config import Config
 from common.errors import RagError, UserInputError, one_line
 from rag.answer.filters import AnswerFilters
-from rag.answer.evidence import Sentence, SentenceVectors, evidence_line, focus, pick_evidence, rank_sentences, support
+from rag.answer.evidence import (Sentence, SentenceVectors, evidence_line, focus, in_context, pick_evidence,
+                                 rank_sentences, support)
 from rag.events import Done, Event, Failed, Hit, Queued, Retrieved, TextDelta
 from rag.models.llm import ChatModel, GenerationSettings
 from rag.answer.prompt import (NOT_FOUND, QUESTION_MARK, answer_messages, best_supporting_source, cited_numbers, clean_history,
@@ -191,6 +192,16 @@ class Pipeline:
             log.info("abstaining: %s", reason)
         return reason is not None
 
+    def sentence_queries(self, question: str, standalone: str, history: Sequence[Message],
+                         language: str | None = None) -> tuple[list[str], bool]:
+        """The texts the passages' sentences are matched with, and whether a sentence scores its mean match
+        to them (a follow-up) rather than its best (`support` says why)."""
+        users = [m["content"] for m in history if m["role"] == "user"]
+        if users and looks_like_follow_up(question, language):
+            recent = users[-max(1, self.cfg.memory.history_turns):]
+            return [standalone, " ".join([*recent, question])], True
+        return [standalone], False
+
     def support(self, question: str, standalone: str, history: list[Message],
                 sources: Sequence[Hit], hits: Sequence[Hit], language: str | None = None) -> tuple[Signals, list[Sentence]]:
         """How well the passages the model would get match the question: the abstention signals and
@@ -200,12 +211,7 @@ class Pipeline:
         its mean match to both readings. For the decline signals only, it is also read with the
         earlier answer (3 of 20 answerable follow-ups were declined without it, 1 with; ranked by it,
         the quote would be the earlier answer's). `dense` stays the best over all `hits`."""
-        texts = [standalone]
-        users = [m["content"] for m in history if m["role"] == "user"]
-        follow_up = bool(users) and looks_like_follow_up(question, language)
-        if follow_up:
-            recent = users[-max(1, self.cfg.memory.history_turns):]
-            texts = [standalone, " ".join([*recent, question])]
+        texts, follow_up = self.sentence_queries(question, standalone, history, language)
         passages = [h.text for h in sources]
         ranked = rank_sentences(texts, passages, self.sentence_vectors, mean=follow_up) if passages else []
         best, asked = support(ranked), " ".join(texts)
@@ -350,12 +356,21 @@ class Pipeline:
             # a citation is added), so the final answer is always their concatenation.
             streamed = "".join(parts)
             declined = says_not_found(streamed) or lang.says_not_found(streamed)
+            quotable: list[Sentence] = []
+
+            def quote_ranking() -> list[Sentence]:     # the sentences read in context (evidence.in_context), once
+                if ranked and not quotable:
+                    texts, follow_up = self.sentence_queries(question, standalone, hist, plan.languages.question)
+                    quotable.extend(in_context(ranked, texts, self.sentence_vectors, follow_up))
+                return quotable
+
             if not declined and says_nothing(streamed, names):
                 # Nothing usable from the model (its instructions, dropped, or only sources' names and
                 # numbers): the sentence of the sources that best matches the question is the answer
                 # (retrieval passed the decline rule, so it is on topic). A model that wrote nothing
                 # at all gets the plain decline.
-                best = pick_evidence("", ranked, standalone, names) if filters.dropped or streamed.strip() else None
+                best = pick_evidence("", quote_ranking(), standalone, names) if filters.dropped or streamed.strip() \
+                    else None
                 fallback = f"{best.text} [{best.source}]" if best else NOT_FOUND
                 fallback = f"\n\n{fallback}" if streamed.strip() else fallback
                 yield TextDelta(fallback)
@@ -370,7 +385,7 @@ class Pipeline:
             # the model's words only: a quoted sentence may say "no mention"
             abstained = says_not_found(streamed) or lang.says_not_found(streamed)
             if self.cfg.prompt.evidence:   # shown, not spoken: the speaker is not fed this line
-                quote = pick_evidence(streamed, ranked, standalone, names)
+                quote = pick_evidence(streamed, quote_ranking(), standalone, names)
                 if quote:
                     line = evidence_line(quote, abstained)
                     yield TextDelta(line)

@@ -7,7 +7,8 @@ from dataclasses import replace
 import numpy as np
 
 from rag.events import Hit
-from rag.answer.evidence import Sentence, SentenceVectors, evidence_line, focus, pick_evidence, rank_sentences, sentences_of, subject_words, support
+from rag.answer.evidence import (Sentence, SentenceVectors, evidence_line, focus, in_context, pick_evidence, rank_sentences,
+                                 sentences_of, subject_words, support)
 
 VOCAB: dict[str, int] = {}
 
@@ -209,3 +210,34 @@ def test_sentence_vectors_embed_each_text_once_and_rank_the_same():
     cached([f"text {i}" for i in range(20)])
     assert len(cached._vectors) == 8                       # bounded: the least recently used went out
     assert np.allclose(cached(["text 19", "text 3"]), fake_embed(["text 19", "text 3"]))
+
+
+def test_in_context_reads_each_sentence_after_the_one_before_it():
+    """For the quote only: a sentence's score is half its own match, half the match of it read after the
+    sentence before it in its passage (the first of a passage is read alone)."""
+    ranked = rank_sentences(["who led the library"], PASSAGES, fake_embed)
+    seen: list[str] = []
+
+    def embed(texts):
+        seen.extend(texts)
+        return fake_embed(texts)
+
+    again = in_context(ranked, ["who led the library"], embed)
+    assert "It abolished late fines in 2019. Dr. Lindqvist led it." in seen
+    assert "The library opened in 1962 in a sail loft." in seen and "The solar garden has 4,800 panels." in seen
+    pair = {s.text: s.score for s in ranked}
+    for s in again:
+        before = next((p.text for p in ranked if (p.source, p.position) == (s.source, s.position - 1)), None)
+        alone = float(fake_embed(["who led the library"])[0] @ fake_embed([f"{before} {s.text}" if before else s.text])[0])
+        assert abs(s.score - (0.5 * pair[s.text] + 0.5 * alone)) < 1e-5
+    assert [s.score for s in again] == sorted((s.score for s in again), reverse=True)
+    assert in_context(ranked, ["who led the library"], embed, weight=0) == ranked
+    assert in_context([], ["q"], embed) == [] and in_context(ranked, [" "], embed) == ranked
+
+
+def test_focus_closes_a_line_without_punctuation_so_it_does_not_run_into_the_next():
+    hit = Hit("c1", "Riverbend Town Council - minutes of 3 March 2026\n\nAbsent: councillor Frank Dorn (ill).", "minutes.txt", "")
+    ranked = [Sentence(1, 1, "Absent: councillor Frank Dorn (ill).", 0.6),
+              Sentence(1, 0, "Riverbend Town Council - minutes of 3 March 2026", 0.5)]
+    assert focus([hit], ranked, 2)[0].text == \
+        "Absent: councillor Frank Dorn (ill). Riverbend Town Council - minutes of 3 March 2026."

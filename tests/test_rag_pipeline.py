@@ -359,3 +359,23 @@ def test_only_a_follow_up_shows_the_model_the_last_exchange_and_thanks_needs_no_
     assert "4,800 panels" in follow.messages[2]["content"]
     done = list(pipeline.ask("Thanks!", history))[-1]
     assert done.answer == "You're welcome." and done.sources == () and not done.abstained
+
+
+def test_the_quote_reads_a_sentence_after_the_one_before_it(squad_engines):
+    """squad-train, with the real models: the sentence that answers names neither Poland's refusal of the
+    proposal nor the Soviet offer on its own; read after the sentence before it, it becomes the quote,
+    where the plain ranking quoted the talks' sticking point (the clearest of the 11 questions the
+    reading in context won against 4 lost, bench/RESULTS.md)."""
+    from rag.answer.evidence import in_context, pick_evidence
+    from rag.pipeline import AskOptions
+
+    pipeline = squad_engines.pipeline()
+    question = "Why did Poland deny the proposal of the Soviet Union protecting them from a German Attack?"
+    plan = pipeline.plan(question, [], AskOptions())
+    names = [n for h in plan.sources for n in (h.source, h.location) if n]
+    texts, follow_up = pipeline.sentence_queries(question, plan.standalone, [])
+    assert texts == [plan.standalone] and not follow_up
+    plain = pick_evidence("", plan.ranked, plan.standalone, names)
+    read = pick_evidence("", in_context(plan.ranked, texts, pipeline.sentence_vectors), plan.standalone, names)
+    assert "might never leave" not in plain.text
+    assert "might never leave" in read.text

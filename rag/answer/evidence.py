@@ -33,6 +33,7 @@ _HEADING = re.compile(r"(?m)^[ \t]{0,3}#{1,6}[ \t].*$")
 _WRAP = re.compile(r"(?<=\S)[ \t]*\n(?![ \t]*\n)")
 EVIDENCE_POOL = 5     # the quote is chosen among this many best-matching sentences...
 WORD_BONUS = 0.5      # ...by cosine + this times the (IDF-weighted) share of the question's words it has
+IN_CONTEXT = 0.5      # for the quote, a sentence's cosine is half its own, half read after the one before it
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,31 @@ def rank_sentences(queries: Sequence[str], passages: Sequence[str], embed: Embed
     return sorted(ranked, key=lambda x: (-x.score, x.source, x.position))
 
 
+def in_context(ranked: Sequence[Sentence], queries: Sequence[str], embed: Embed, mean: bool = False,
+               weight: float = IN_CONTEXT) -> list[Sentence]:
+    """The sentences ranked again for the quote, each scored as (1 - weight) x its own match plus weight x
+    the match of it read after the sentence before it in its passage. A sentence often names its
+    subject only in the one before ("...Poland if Germans attacked." then "Polish officials refused...,
+    they feared that once the Red Army entered their territories, it might never leave."). On
+    squad-train (378 questions that get passages, all 40 documents indexed) the quote held the gold
+    answer 0.680 -> 0.701 and 0.745 -> 0.761 on the two document halves (11 questions won, 4 lost);
+    weights 0.5 / 0.7 were best on one half each and gain on the other. Only the quote: the decline rule
+    and the sentences the model is shown keep the plain ranking, and this runs after the answer, so
+    the pairs' embeddings (new texts, once each through `embed`'s memory) never delay the first token."""
+    queries = [q for q in queries if q.strip()]
+    if not ranked or not queries or weight <= 0:
+        return list(ranked)
+    at = {(s.source, s.position): s for s in ranked}
+    pairs = [f"{at[s.source, s.position - 1].text} {s.text}" if (s.source, s.position - 1) in at else s.text
+             for s in ranked]
+    vectors = embed(list(queries) + pairs)
+    q, v = vectors[: len(queries)], vectors[len(queries):]
+    read = (v @ q.T).mean(axis=1) if mean else (v @ q.T).max(axis=1)
+    rescored = [Sentence(s.source, s.position, s.text, float((1 - weight) * s.score + weight * r))
+                for s, r in zip(ranked, read)]
+    return sorted(rescored, key=lambda x: (-x.score, x.source, x.position))
+
+
 def support(ranked: Sequence[Sentence]) -> float:
     """The best sentence's similarity to the question; -1 when there is no sentence."""
     return ranked[0].score if ranked else -1.0
@@ -142,9 +168,15 @@ def focus(hits: Sequence[Hit], ranked: Sequence[Sentence], keep: int) -> list[Hi
     out = []
     for n, hit in enumerate(hits, start=1):
         mine = sorted((s for s in chosen if s.source == n), key=lambda s: (s != top, s.position))
-        out.append(Hit(hit.chunk_id, " ".join(s.text for s in mine) or hit.text, hit.source, hit.location,
+        out.append(Hit(hit.chunk_id, " ".join(_closed(s.text) for s in mine) or hit.text, hit.source, hit.location,
                        hit.score, hit.dense_score))
     return out
+
+
+def _closed(sentence: str) -> str:
+    """A sentence as the model is shown it beside others: a line with no closing punctuation (a one-line
+    title, a list item) gets a full stop, or it ran into the next ("...of 3 March 2026 The next meeting")."""
+    return sentence if re.search(r"[.!?:;…]['\")\]]*$", sentence) else sentence + "."
 
 
 def _norm(text: str) -> str:
