@@ -80,8 +80,9 @@ def chain(raw: str) -> tuple[str, list[str]]:
     ("Temperature settings [1].", ""),                        # a heading alone
     ("The Aurora K2 boils it [1].", "The Aurora K2 boils it [1]."),   # a word only the name has, and more
     # what stays: a list the model numbers itself, and a citation on a line of its own after the answer
+    # (which joins the answer's line)
     ("1. Green tea at 80 degrees.\n2. White tea at 70 degrees.", "1. Green tea at 80 degrees.\n2. White tea at 70 degrees."),
-    ("The second dose follows at 12 weeks.\n[2]", "The second dose follows at 12 weeks.\n[2]"),
+    ("The second dose follows at 12 weeks.\n[2]", "The second dose follows at 12 weeks. [2]"),
     ("The K2 has 1.7 litres? No: five presets [1].", "The K2 has 1.7 litres? No: five presets [1]."),
 ])
 def test_the_filter_chain_on_answers_seen(raw, shown):

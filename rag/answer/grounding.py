@@ -90,6 +90,7 @@ class GroundingFilter:
         self.sentence = ""         # the sentence being written
         self.held = ""             # its text not yet released
         self.grounded = False      # it has used a word of the sources: it streams as it is written
+        self.trailing = ""         # whitespace after shown text, shown before the next text shown
         self.bare = ""             # pieces with no words ("1. [1]", a line break): they go with what follows
         self.started = False       # something has been released
         self.framed = False        # the sentence began "The answer is:" (cut off)
@@ -120,7 +121,11 @@ class GroundingFilter:
                     out.append(self._release(self.held))
                     self.held, self.grounded = "", True
             elif self.grounded:
-                out.append(ch)
+                if ch.isspace():          # shown with what comes next: "[1]" after a dropped sentence
+                    self.trailing += ch   # stays on the line of the sentence before it
+                else:
+                    out.append(self.trailing + ch)
+                    self.trailing = ""
             else:
                 self.held += ch
                 if _ANSWER_IS.fullmatch(self.held):   # "The answer is: 2008." -> "2008." (15 of 160 answers)
@@ -157,7 +162,7 @@ class GroundingFilter:
 
     def _release(self, text: str) -> str:
         """`text` with the pieces held in front of it (no blank start to an answer)."""
-        text, self.bare = self.bare + text, ""
+        text, self.bare, self.trailing = self.trailing + self.bare + text, "", ""
         text = _EMPTY_ITEM.sub("", text)     # "1. \n": a list item whose label was removed
         if not self.started:     # nor a first line of markers alone ("[1]\n" before the answer)
             text = _MARKER_LINES.sub("", text).lstrip()
@@ -191,7 +196,8 @@ class GroundingFilter:
             out = self._end_echo()
         else:
             out = "" if self.grounded else self._settle()
-        if self.started and _only_citations(self.bare):
+        if self.started and _only_citations(self.bare) and self.bare.strip():
+            self.bare, self.trailing = " " + " ".join(self.bare.split()), ""    # "...hall. [1]", not "hall.\n[1]"
             out += self._release("")
         self._drop_bare()
         self._next_sentence()
