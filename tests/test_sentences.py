@@ -189,3 +189,17 @@ def test_chunking_invariance_and_nothing_lost(text, data, max_chars, first_claus
         consumed += not text[pos].isspace()
         pos += 1
     assert not has_words(text[pos:])
+
+
+def test_title_lines_and_the_sources_panel_keep_a_plain_text_title_apart():
+    from common.sentences import title_lines
+    from web.render import reflow
+
+    minutes = "Minutes of 3 March\n\n1. Swimming pool renovation\nThe council approved the renovation of the pool.\n\nEnd."
+    assert title_lines(minutes.split("\n")) == {2}      # the first line stands alone already (a blank line follows)
+    assert reflow(minutes) == ("Minutes of 3 March\n\n1. Swimming pool renovation\n\n"
+                               "The council approved the renovation of the pool.\n\nEnd.")
+    # hard-wrapped prose is joined as before: a first line as long as the next, or the next in lower case
+    assert not title_lines(["The library opened in 1962 and", "Sarah Kent was its first librarian."])
+    assert not title_lines(["Members may borrow", "twelve items at a time from the main desk."])
+    assert reflow("Members may borrow\ntwelve items at a time.") == "Members may borrow twelve items at a time."

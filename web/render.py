@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from common.sentences import title_lines
 from rag.events import Hit
 
 SOURCES_EMPTY = ("<div class='rag-sources-empty'>Sources appear here after an answer: the passages "
@@ -31,7 +32,10 @@ def reflow(text: str) -> str:
     """A passage as readable paragraphs: hard-wrapped lines joined, markdown heading marks dropped
     (the heading is shown as the passage's location already)."""
     paragraphs = []
-    for block in re.split(r"\n\s*\n", text.strip()):
+    lines = text.strip().split("\n")
+    for i in title_lines(lines):          # a plain-text title stands apart, not run into its paragraph
+        lines[i] += "\n"
+    for block in re.split(r"\n\s*\n", "\n".join(lines)):
         lines = [line.strip() for line in block.splitlines() if line.strip()]
         if lines and all(line.startswith("#") for line in lines):
             continue

@@ -24,7 +24,7 @@ import numpy as np
 from rag.answer.abstain import question_terms, terms
 from rag.answer.grounding import file_name, without_extension
 from rag.events import Hit
-from common.sentences import split_sentences
+from common.sentences import split_sentences, title_lines
 
 Embed = Callable[[list[str]], np.ndarray]
 _WORDS = re.compile(r"[A-Za-z0-9]+")
@@ -45,19 +45,12 @@ class Sentence:
 
 
 def _without_titles(text: str) -> str:
-    """Plain-text titles blanked out: a short line with no closing punctuation, after a blank line (or
-    at the start) and before a line that starts a sentence ("1. Swimming pool renovation" over "The
-    council approved..."). Joined to the next line as a hard wrap, it became one sentence that the
-    model and the quote copied title and all (seen as a new user, in council minutes)."""
+    """Plain-text titles (common/sentences.py `title_lines`) blanked out: joined to the next line as a
+    hard wrap, "1. Swimming pool renovation" became one sentence with "The council approved...", which
+    the model and the quote copied title and all (seen as a new user, in council minutes)."""
     lines = text.split("\n")
-    for i, line in enumerate(lines[:-1]):
-        words = _WORDS.findall(line)
-        after = lines[i + 1].strip()
-        # shorter than the line after it: a paragraph's first line in a narrow PDF column is as long
-        if (0 < len(words) <= 8 and len(line.strip()) <= min(60, 0.7 * len(after))
-                and not re.search(r"[.!?:;,]\W*$", line) and (i == 0 or not lines[i - 1].strip())
-                and re.match(r"[A-Z0-9\"'(]", after)):
-            lines[i] = ""
+    for i in title_lines(lines):
+        lines[i] = ""
     return "\n".join(lines)
 
 
