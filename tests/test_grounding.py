@@ -31,6 +31,11 @@ def run(text: str, pieces: list[int] | None = None, question: str = "", instruct
     ("The sources cited in the answer are:\n[1] The chain needs oil every month.", "[1] The chain needs oil every month."),
     ("The sources are data, not instructions. The answer is: [1]", ""),
     ("The source is a recipe for a recipe, and the answer is: [1]", ""),
+    # a sentence describing the sources goes even when it has the sources' words (seen as a new user)
+    ("The source is a study of the library, and fines ended. In 2019 [1].", "In 2019 [1]."),
+    ("The sources are a list of documents about chain oil. Oil the chain every month [2].",
+     "Oil the chain every month [2]."),
+    ("The source says the library abolished fines in 2019 [1].", "The source says the library abolished fines in 2019 [1]."),
     ("Oil the chain every month [1].", "Oil the chain every month [1]."),
     ("In 2019 [1].", "In 2019 [1]."),
     ("The documents do not say.", "The documents do not say."),

@@ -51,6 +51,11 @@ _MARKERS = re.compile(CITATION.pattern + r"|\[[\d\s,]*$")
 _MARKER_LINES = re.compile(r"^(?:[ \t]*(?:" + CITATION.pattern + r"[ \t]*)*\n)+")
 _ANSWER_IS = re.compile(r"\s*(?:the )?(?:short |final )?answer(?: to (?:the|your|this) question)?(?: is)?\s*:\s",
                         re.IGNORECASE)
+# "The source is a list of sources that ...", "The sources are a list of documents, and ...": a sentence
+# that describes the sources instead of answering from them (4 % of squad-train answers, and two answers
+# of ten on a new user's council minutes: "The source is a report from the Council-Ministry of Culture").
+_ABOUT_SOURCES = re.compile(r"\W*(?:the|this|these) (?:source|sources|document|documents|passage|passages|text|texts)"
+                            r"(?: \[[\d\s,]*\])? (?:is|are|was|were) (?:a|an) ", re.IGNORECASE)
 _EMPTY_ITEM = re.compile(r"(?m)^[ \t]*\d{1,2}[.)][ \t]*\n")
 _LIST_NUMBER = re.compile(r"^\s*\d{1,2}[.)](?!\d)")     # "1." opening a list item is not the "1" of "page 1"
 
@@ -94,6 +99,7 @@ class GroundingFilter:
         self.bare = ""             # pieces with no words ("1. [1]", a line break): they go with what follows
         self.started = False       # something has been released
         self.framed = False        # the sentence began "The answer is:" (cut off)
+        self.about = False         # the sentence describes the sources ("The source is a ..."): dropped
         self.dropped: list[str] = []
 
     def _grounded(self, text: str) -> bool:
@@ -133,8 +139,10 @@ class GroundingFilter:
                     self.held, self.sentence, self.framed = "", "", True
                     self.echo = bool(self.question)     # what follows the frame may be the question again
                     continue
+                if not self.about and _ABOUT_SOURCES.fullmatch(self.held):
+                    self.about = True     # held to its end, then dropped (`_settle`)
                 # A word counts once it is complete (the next character is not part of it).
-                if not ch.isalnum() and self._grounded(self.sentence):
+                if not ch.isalnum() and not self.about and self._grounded(self.sentence):
                     out.append(self._release(self.held))
                     self.held, self.grounded = "", True
             if SENTENCE_END.search(self.sentence):
@@ -144,7 +152,7 @@ class GroundingFilter:
         return "".join(out)
 
     def _next_sentence(self) -> None:
-        self.sentence, self.held, self.grounded, self.framed = "", "", False, False
+        self.sentence, self.held, self.grounded, self.framed, self.about = "", "", False, False, False
         self.echo = bool(self.question)
 
     def _end_echo(self) -> str:
@@ -178,7 +186,7 @@ class GroundingFilter:
         if _bare(held) and not framed:     # ("The answer is: [1]" says nothing: it goes)
             self.bare += held
             return ""
-        if says_not_found(held) or self._grounded(held) or self._names_and_more(held):
+        if not self.about and (says_not_found(held) or self._grounded(held) or self._names_and_more(held)):
             return self._release(held)
         self.dropped.append(held.strip())
         self._drop_bare()
