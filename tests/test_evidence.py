@@ -7,7 +7,8 @@ from dataclasses import replace
 import numpy as np
 
 from rag.events import Hit
-from rag.answer.evidence import (Sentence, SentenceVectors, evidence_line, focus, in_context, pick_evidence, rank_sentences,
+from rag.answer.evidence import (Sentence, SentenceVectors, asks_for, evidence_line, focus, in_context, pick_evidence,
+                                 rank_sentences,
                                  sentences_of, subject_words, support)
 
 VOCAB: dict[str, int] = {}
@@ -241,3 +242,21 @@ def test_focus_closes_a_line_without_punctuation_so_it_does_not_run_into_the_nex
               Sentence(1, 0, "Riverbend Town Council - minutes of 3 March 2026", 0.5)]
     assert focus([hit], ranked, 2)[0].text == \
         "Absent: councillor Frank Dorn (ill). Riverbend Town Council - minutes of 3 March 2026."
+
+
+def test_the_quote_prefers_a_sentence_with_the_kind_of_answer_asked_for():
+    """Seen as a new user over the shipped txt/: "How much does one share in the Millstream Energy
+    Cooperative cost?" quoted (and, the model's words dropped, answered with) the garden's opening
+    sentence, which names the cooperative: MiniLM ranked it 0.63 against 0.54 for the share's price."""
+    assert asks_for("How much does one share in the cooperative cost?").search("one share for 250 euros")
+    assert not asks_for("How much does one share cost?").search("It was built in 2017 by the cooperative.")
+    assert asks_for("How many panels are there?").search("4,800 panels") and asks_for("When did it open?")
+    assert asks_for("What is the price of a ticket?").search("$5 a ticket")
+    assert asks_for("Who founded the library?") is None and asks_for("Why do sheep graze there?") is None
+    ranked = [Sentence(2, 1, "It was built in 2017 by the Millstream Energy Cooperative, which has about 640 members.", 0.634),
+              Sentence(1, 0, "Anyone who lives in the county can join the cooperative by buying one share for 250 euros.", 0.541),
+              Sentence(2, 0, "Millstream Solar Garden is a community-owned solar farm on a former gravel pit.", 0.416)]
+    question = "How much does one share in the Millstream Energy Cooperative cost?"
+    names = ["solar-garden.md", "Millstream Solar Garden > Ownership", "Millstream Solar Garden"]
+    assert "250 euros" in pick_evidence("", ranked, question, names).text
+    assert "2017" in pick_evidence("", ranked, "Who built the garden for the Millstream Energy Cooperative?", names).text

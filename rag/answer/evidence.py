@@ -34,6 +34,27 @@ _WRAP = re.compile(r"(?<=\S)[ \t]*\n(?![ \t]*\n)")
 EVIDENCE_POOL = 5     # the quote is chosen among this many best-matching sentences...
 WORD_BONUS = 0.5      # ...by cosine + this times the (IDF-weighted) share of the question's words it has
 IN_CONTEXT = 0.5      # for the quote, a sentence's cosine is half its own, half read after the one before it
+KIND_BONUS = 0.15     # ...and this when the question asks for an amount (money, a number) the sentence has
+
+# What a question asks for, and how a sentence that has it looks (`asks_for`).
+_ASKS_MONEY = re.compile(r"\bhow much\b.*\b(?:cost|costs|pay|paid|charge|charged|price|fee|fees|spend|worth|rent)\b"
+                         r"|\b(?:what|which)(?: is| was| are)?(?: the)? (?:price|cost|fee|fees|rent|charge)\b", re.I)
+_ASKS_NUMBER = re.compile(r"^\W*(?:and |so |but )?(?:how (?:much|many|long|old|far|big|large|tall|high|often|deep|wide)\b"
+                          r"|(?:in |during |by )?(?:what|which) (?:year|decade|century|date|percentage|percent|number)\b"
+                          r"|when\b)", re.I)
+_MONEY = re.compile(r"[$€£¥]\s?\d|\d\s?[$€£¥]|\b(?:euros?|dollars?|pounds?|cents?|pence|francs?|yen|usd|eur|gbp|chf)\b"
+                    r"|\bfree of charge\b|\bfor free\b|\bis free\b|\bare free\b", re.I)
+_NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|"
+                     r"hundred|thousand|million|billion|dozen|half|twice|january|february|march|april|june|july|"
+                     r"august|september|october|november|december|century)\b", re.I)
+
+
+def asks_for(question: str) -> re.Pattern | None:
+    """The pattern of what the question asks for: money ("How much does one share cost?"), a number or a
+    date ("How many...", "When..."), or None."""
+    if _ASKS_MONEY.search(question):
+        return _MONEY
+    return _NUMBER if _ASKS_NUMBER.search(question) else None
 
 
 @dataclass(frozen=True)
@@ -201,6 +222,10 @@ def pick_evidence(answer: str, ranked: Sequence[Sentence], question: str = "",
     they earned the bonus for the document's opening sentence ("The Harbor Point Community Library
     opened in 1962") over the one asked about ("...from 10 to 4 on Saturdays"). They get none; on
     squad-train the quote held the gold answer 0.672 -> 0.680 of 400 questions (both halves up).
+    A sentence with the kind of answer the question asks for (`asks_for`: money, a number or a date)
+    gets KIND_BONUS: the shipped txt/'s "How much does one share in the Millstream Energy Cooperative
+    cost?" quoted the garden's opening sentence (it names the cooperative, and the year) over the
+    share's price; on squad-train one question more of 378 (0.730 -> 0.733), none lost.
     None when there is no sentence or the answer already contains it word for word."""
     if not ranked:
         return None
@@ -209,9 +234,10 @@ def pick_evidence(answer: str, ranked: Sequence[Sentence], question: str = "",
     words = [terms(s.text) for s in ranked]
     weight = {w: math.log(1 + len(ranked) / (1 + sum(w in x for x in words))) for w in asked}
     total = sum(weight.values()) or 1.0
+    kind = asks_for(question)
     pool = range(min(EVIDENCE_POOL, len(ranked)))
     best = ranked[max(pool, key=lambda i: ranked[i].score + WORD_BONUS * sum(weight[w] for w in asked & words[i])
-                      / total)]
+                      / total + (KIND_BONUS if kind and kind.search(ranked[i].text) else 0.0))]
     if _norm(best.text) and _norm(best.text) in _norm(answer):
         return None
     return best
