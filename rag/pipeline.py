@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from common import language as lang
-from rag.answer.follow_up import looks_like_follow_up
+from rag.answer.follow_up import looks_like_follow_up, sentence_queries
 from rag.answer.abstain import Signals, coverage, decide, question_terms
 from rag.answer.language import Languages, choose, clean_translation, not_found, question_language, translate_messages
 from rag.config import Config
@@ -192,16 +192,6 @@ class Pipeline:
             log.info("abstaining: %s", reason)
         return reason is not None
 
-    def sentence_queries(self, question: str, standalone: str, history: Sequence[Message],
-                         language: str | None = None) -> tuple[list[str], bool]:
-        """The texts the passages' sentences are matched with, and whether a sentence scores its mean match
-        to them (a follow-up) rather than its best (`support` says why)."""
-        users = [m["content"] for m in history if m["role"] == "user"]
-        if users and looks_like_follow_up(question, language):
-            recent = users[-max(1, self.cfg.memory.history_turns):]
-            return [standalone, " ".join([*recent, question])], True
-        return [standalone], False
-
     def support(self, question: str, standalone: str, history: list[Message],
                 sources: Sequence[Hit], hits: Sequence[Hit], language: str | None = None) -> tuple[Signals, list[Sentence]]:
         """How well the passages the model would get match the question: the abstention signals and
@@ -211,7 +201,7 @@ class Pipeline:
         its mean match to both readings. For the decline signals only, it is also read with the
         earlier answer (3 of 20 answerable follow-ups were declined without it, 1 with; ranked by it,
         the quote would be the earlier answer's). `dense` stays the best over all `hits`."""
-        texts, follow_up = self.sentence_queries(question, standalone, history, language)
+        texts, follow_up = sentence_queries(question, standalone, history, self.cfg.memory.history_turns, language)
         passages = [h.text for h in sources]
         ranked = rank_sentences(texts, passages, self.sentence_vectors, mean=follow_up) if passages else []
         best, asked = support(ranked), " ".join(texts)
@@ -356,21 +346,18 @@ class Pipeline:
             # a citation is added), so the final answer is always their concatenation.
             streamed = "".join(parts)
             declined = says_not_found(streamed) or lang.says_not_found(streamed)
-            quotable: list[Sentence] = []
-
-            def quote_ranking() -> list[Sentence]:     # the sentences read in context (evidence.in_context), once
-                if ranked and not quotable:
-                    texts, follow_up = self.sentence_queries(question, standalone, hist, plan.languages.question)
-                    quotable.extend(in_context(ranked, texts, self.sentence_vectors, follow_up))
-                return quotable
+            # the quote's ranking: each sentence also read after the one before it (evidence.in_context)
+            texts, follow_up = sentence_queries(question, standalone, hist, self.cfg.memory.history_turns,
+                                                plan.languages.question)
+            quotable = in_context(ranked, texts, self.sentence_vectors, follow_up) \
+                if self.cfg.prompt.evidence or says_nothing(streamed, names) else ranked
 
             if not declined and says_nothing(streamed, names):
                 # Nothing usable from the model (its instructions, dropped, or only sources' names and
                 # numbers): the sentence of the sources that best matches the question is the answer
                 # (retrieval passed the decline rule, so it is on topic). A model that wrote nothing
                 # at all gets the plain decline.
-                best = pick_evidence("", quote_ranking(), standalone, names) if filters.dropped or streamed.strip() \
-                    else None
+                best = pick_evidence("", quotable, standalone, names) if filters.dropped or streamed.strip() else None
                 fallback = f"{best.text} [{best.source}]" if best else NOT_FOUND
                 fallback = f"\n\n{fallback}" if streamed.strip() else fallback
                 yield TextDelta(fallback)
@@ -385,7 +372,7 @@ class Pipeline:
             # the model's words only: a quoted sentence may say "no mention"
             abstained = says_not_found(streamed) or lang.says_not_found(streamed)
             if self.cfg.prompt.evidence:   # shown, not spoken: the speaker is not fed this line
-                quote = pick_evidence(streamed, quote_ranking(), standalone, names)
+                quote = pick_evidence(streamed, quotable, standalone, names)
                 if quote:
                     line = evidence_line(quote, abstained)
                     yield TextDelta(line)

@@ -367,13 +367,14 @@ def test_the_quote_reads_a_sentence_after_the_one_before_it(squad_engines):
     where the plain ranking quoted the talks' sticking point (the clearest of the 11 questions the
     reading in context won against 4 lost, bench/RESULTS.md)."""
     from rag.answer.evidence import in_context, pick_evidence
+    from rag.answer.follow_up import sentence_queries
     from rag.pipeline import AskOptions
 
     pipeline = squad_engines.pipeline()
     question = "Why did Poland deny the proposal of the Soviet Union protecting them from a German Attack?"
     plan = pipeline.plan(question, [], AskOptions())
     names = [n for h in plan.sources for n in (h.source, h.location) if n]
-    texts, follow_up = pipeline.sentence_queries(question, plan.standalone, [])
+    texts, follow_up = sentence_queries(question, plan.standalone, [], squad_engines.cfg.memory.history_turns)
     assert texts == [plan.standalone] and not follow_up
     plain = pick_evidence("", plan.ranked, plan.standalone, names)
     read = pick_evidence("", in_context(plan.ranked, texts, pipeline.sentence_vectors), plan.standalone, names)

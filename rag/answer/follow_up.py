@@ -78,3 +78,15 @@ def looks_like_follow_up(question: str, language: str | None = None) -> bool:
         return True
     stop = STOPWORDS[language] | _EXTRA_STOP[language]
     return len([w for w in words if w not in stop]) <= 1
+
+
+def sentence_queries(question: str, standalone: str, history, turns: int,
+                     language: str | None = None) -> tuple[list[str], bool]:
+    """What the passages' sentences are matched with (the decline rule, the prompt's sentences, the quote):
+    the standalone question, and for a follow-up also its words after the last `turns` user turns, a
+    sentence then scoring its mean match to both (True) rather than its best (rag/pipeline.py `support`
+    says why)."""
+    users = [m["content"] for m in history if m["role"] == "user"]
+    if users and looks_like_follow_up(question, language):
+        return [standalone, " ".join([*users[-max(1, turns):], question])], True
+    return [standalone], False
