@@ -39,8 +39,14 @@ def reflow(text: str) -> str:
         lines = [line.strip() for line in block.splitlines() if line.strip()]
         if lines and all(line.startswith("#") for line in lines):
             continue
-        paragraphs.append(" ".join(re.sub(r"^#{1,6}\s+", "", line) for line in lines))
+        lines = [re.sub(r"^#{1,6}\s+", "", line) for line in lines]
+        # a table's rows (rag/ingest/loaders.py `row_sentence`) stay a line each (the panel keeps line breaks)
+        paragraphs.append("".join(("\n" if _ROW.match(line) and _ROW.match(lines[i - 1]) else " ") + line
+                                  if i else line for i, line in enumerate(lines)))
     return "\n\n".join(p for p in paragraphs if p) or text.strip()
+
+
+_ROW = re.compile(r"^[^:;]{1,80}: [^;]*(?:; [^:;]{1,80}: [^;]*)+$")
 
 
 def _score_label(source: dict) -> str:
