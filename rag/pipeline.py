@@ -349,10 +349,10 @@ class Pipeline:
             # the quote's ranking: each sentence also read after the one before it (evidence.in_context)
             texts, follow_up = sentence_queries(question, standalone, hist, self.cfg.memory.history_turns,
                                                 plan.languages.question)
+            nothing = not declined and says_nothing(streamed, names)
             quotable = in_context(ranked, texts, self.sentence_vectors, follow_up) \
-                if self.cfg.prompt.evidence or says_nothing(streamed, names) else ranked
-
-            if not declined and says_nothing(streamed, names):
+                if self.cfg.prompt.evidence or nothing else ranked
+            if nothing:
                 # Nothing usable from the model (its instructions, dropped, or only sources' names and
                 # numbers): the sentence of the sources that best matches the question is the answer
                 # (retrieval passed the decline rule, so it is on topic). A model that wrote nothing

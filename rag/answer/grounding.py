@@ -124,8 +124,7 @@ class GroundingFilter:
                     continue
                 self.echo = False       # it says something else: judged as any sentence, from its start
                 if self._grounded(self.sentence):
-                    out.append(self._release(self.held))
-                    self.held, self.grounded = "", True
+                    out.append(self._release_held())
             elif self.grounded:
                 if ch.isspace():          # shown with what comes next: "[1]" after a dropped sentence
                     self.trailing += ch   # stays on the line of the sentence before it
@@ -143,13 +142,18 @@ class GroundingFilter:
                     self.about = True     # held to its end, then dropped (`_settle`)
                 # A word counts once it is complete (the next character is not part of it).
                 if not ch.isalnum() and not self.about and self._grounded(self.sentence):
-                    out.append(self._release(self.held))
-                    self.held, self.grounded = "", True
+                    out.append(self._release_held())
             if SENTENCE_END.search(self.sentence):
                 if not self.grounded:
                     out.append(self._settle())
                 self._next_sentence()
         return "".join(out)
+
+    def _release_held(self) -> str:
+        """The sentence is grounded: what was held goes out, the rest streams as it is written."""
+        out = self._release(self.held)
+        self.held, self.grounded = "", True
+        return out
 
     def _next_sentence(self) -> None:
         self.sentence, self.held, self.grounded, self.framed, self.about = "", "", False, False, False

@@ -204,12 +204,9 @@ def docx_sections(data: bytes, name: str) -> list[Section]:
 
     lines = []
     for block in document.iter_inner_content():     # paragraphs and tables, in the document's order
-        if isinstance(block, Table):     # as a markdown table, made a line per row below (they were lost)
-            rows = [[cell.text.replace("|", "/").replace("\n", " ").strip() for cell in row.cells]
-                    for row in block.rows]
-            if rows:
-                lines += ["", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-                lines += ["| " + " | ".join(row) + " |" for row in rows[1:]] + [""]
+        if isinstance(block, Table):     # a line per row naming its columns, as markdown tables get (they were lost)
+            rows = [[cell.text.replace("\n", " ").strip() for cell in row.cells] for row in block.rows]
+            lines += ["", *(line for row in rows[1:] if (line := row_sentence(rows[0], row))), ""]
             continue
         style = (block.style.name or "") if block.style is not None else ""
         if style.startswith("Heading") and block.text.strip():
