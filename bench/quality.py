@@ -87,7 +87,8 @@ def signals(pipeline, question: str) -> dict:
     chosen = hits[: cfg.prompt.max_sources or len(hits)]
     sources = fit_sources(chosen, pipeline.llm.count_tokens, cfg.prompt.context_tokens)
     s, _ = pipeline.support(question, standalone, [], sources, hits)
-    return {"score": s.dense, "support": s.support, "coverage": s.coverage, "weighted": s.weighted}
+    return {"score": s.dense, "support": s.support, "coverage": s.coverage, "weighted": s.weighted,
+            "unnamed": s.unnamed}
 
 
 def halves(names: list[str]) -> tuple[set[str], set[str]]:
@@ -100,7 +101,8 @@ def rule_rates(rows_held: list[dict], rows_ans: list[dict], retrieval, with_llm:
     from rag.answer.abstain import Signals, decide
 
     def declined(r: dict) -> bool:
-        return (decide(Signals(r["score"], r["support"], r["coverage"], r["weighted"]), retrieval) is not None
+        return (decide(Signals(r["score"], r["support"], r["coverage"], r["weighted"], tuple(r["unnamed"])),
+                       retrieval) is not None
                 or (with_llm and r.get("llm_abstained", False)))
     return (float(np.mean([declined(r) for r in rows_held])) if rows_held else float("nan"),
             float(np.mean([declined(r) for r in rows_ans])) if rows_ans else float("nan"))
@@ -241,11 +243,13 @@ def run(ctx: Context) -> Section:
              (f"+ best sentence < {retrieval.abstain_sentence_below}",
               retrieval.model_copy(update=dict(abstain_weak_sentence_below=-1))),
              (f"+ (sentence < {retrieval.abstain_weak_sentence_below} and < {retrieval.abstain_coverage_below:.0%} of "
-              "the words in the passages)" + ("" if retrieval.abstain_coverage_idf else " (current default)"),
-              retrieval.model_copy(update=dict(abstain_coverage_idf=False))),
-             ("  same, words weighted by idf over the indexed chunks"
-              + (" (current default)" if retrieval.abstain_coverage_idf else ""),
+              "the words in the passages)", retrieval.model_copy(update=dict(abstain_coverage_idf=False,
+                                                                              abstain_missing_names=False))),
+             (f"+ (sentence < {retrieval.abstain_weak_sentence_below} and a name of the question in no passage)",
+              retrieval.model_copy(update=dict(abstain_coverage_idf=False, abstain_missing_names=True))),
+             ("  same, words weighted by idf over the indexed chunks",
               retrieval.model_copy(update=dict(abstain_coverage_idf=True)))]
+    rules = [(label + (" (current default)" if rule == retrieval else ""), rule) for label, rule in rules]
     t3 = Table(f"Decline rule (rag/answer/abstain.py), rule alone: {len(H)} questions about the 20 documents NOT indexed, "
                f"{len(A)} about the 20 indexed; document halves A / B (every other document)",
                ["rule", "abstention", "false abstention", "abstention A", "false A", "abstention B", "false B"])

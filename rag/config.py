@@ -92,6 +92,9 @@ class RetrievalConfig(Section):
     # Weigh the question's words by their inverse document frequency over the indexed chunks when
     # measuring coverage (rare names and numbers count, common words barely); False: each word counts 1.
     abstain_coverage_idf: bool = False
+    # In the same middling band, decline an English question that names something (a capitalised word)
+    # no passage has: 0.80 -> 0.86 abstention for 0.062 -> 0.067 false abstention on squad-train.
+    abstain_missing_names: bool = True
 
 
 class MemoryConfig(Section):

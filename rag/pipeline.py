@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from common import language as lang
 from rag.answer.follow_up import looks_like_follow_up, sentence_queries
-from rag.answer.abstain import Signals, coverage, decide, question_terms
+from rag.answer.abstain import Signals, coverage, decide, missing_names, question_terms
 from rag.answer.language import Languages, choose, clean_translation, not_found, question_language, translate_messages
 from rag.config import Config
 from common.errors import RagError, UserInputError, one_line
@@ -213,10 +213,10 @@ class Pipeline:
         dense = max((h.dense_score for h in hits), default=-1.0)
         labelled = labelled_texts(sources)
         share = coverage(asked, labelled)
-        weighted = share   # document frequencies are counted only for a config that uses them
-        if self.cfg.retrieval.abstain_coverage_idf:
-            weighted = coverage(asked, labelled, self.retriever.index.idf(question_terms(asked)))
-        return Signals(dense, best, share, weighted), ranked
+        weighted = (coverage(asked, labelled, self.retriever.index.idf(question_terms(asked)))
+                    if self.cfg.retrieval.abstain_coverage_idf else share)   # frequencies counted only if used
+        unnamed = missing_names(question, labelled, language)   # the user's words: a rewrite may add names
+        return Signals(dense, best, share, weighted, unnamed), ranked
 
     def plan(self, question: str, hist: list[Message], options: AskOptions, ahead: Plan | None = None) -> Plan:
         """Everything before the model writes: the passages, whether to decline, and the messages.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.answer.abstain import Signals, content_words, coverage, decide
+from rag.answer.abstain import Signals, content_words, coverage, decide, missing_names, names
 from rag.config import RetrievalConfig
 
 CFG = RetrievalConfig()   # abstain_below 0.20, sentence 0.45, weak sentence 0.60, coverage 0.5
@@ -129,3 +129,38 @@ def test_pipeline_support_weighs_words_by_the_index_idf_and_reads_follow_ups_wit
     history = [{"role": "user", "content": "Who led the library?"}, {"role": "assistant", "content": "Lindqvist."}]
     s_follow, _ = on.support("When did it open?", "When did it open?", history, hits, hits)
     assert s_follow.weighted == pytest.approx(1.0)
+    # Names come from the user's own words, English only.
+    assert s_on.unnamed == ()
+    asked = "Did the library lend books to Archimedes?"
+    assert on.support(asked, asked, [], hits, hits)[0].unnamed == ("archimedes",)
+    assert on.support(asked, asked, [], hits, hits, "de")[0].unnamed == ()
+
+
+def test_names_are_the_capitalised_words_after_the_first():
+    assert names("When was the Battle of Sacheon?") == ["battle", "sacheon"]
+    assert names("What was Vinnie Chieco's profession?") == ["vinnie", "chieco"]   # possessive dropped
+    assert names("Is the Wi-Fi free in Harbor-Desk?") == ["harbor", "desk"]         # short parts are no names
+    assert names("can i bring my dog?") == []
+    assert names("Who Won The World Cup?") == []        # title case: capitals say nothing
+    assert names("WHAT IS THE PRICE?") == []
+
+
+def test_a_name_is_found_by_its_stem_or_its_first_letters():
+    passages = ["The British governed India through the Raj.", "Greece (Source: history.md)"]
+    assert missing_names("How did Britain govern India?", passages) == ()      # "Brit..." is there
+    assert missing_names("When was the Greek monarchy abolished?", passages) == ()
+    assert missing_names("What nation is east of Swaziland?", passages) == ("swaziland",)
+    assert missing_names("Wann wurde Swasiland gegründet?", passages, "de") == ()   # every German noun has capitals
+
+
+@pytest.mark.parametrize("signals, declines", [
+    (Signals(0.50, 0.55, 0.80, 0.80, ("swaziland",)), True),    # middling sentence, a name in no passage
+    (Signals(0.50, 0.65, 0.80, 0.80, ("swaziland",)), False),   # a close sentence wins (a misheard name)
+    (Signals(0.70, 0.55, 0.80, 0.80, ("swaziland",)), False),   # the passage is about the question
+    (Signals(0.50, 0.55, 0.80, 0.80, ()), False),
+])
+def test_a_name_no_passage_has_declines_in_the_middling_band(signals, declines):
+    reason = decide(signals, CFG)
+    assert (reason is not None) is declines
+    assert reason is None or "swaziland" in reason
+    assert decide(signals, RetrievalConfig(abstain_missing_names=False)) is None
