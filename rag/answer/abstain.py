@@ -15,8 +15,8 @@ Three signals, each cheap and explainable, all computed on the passages that wou
 - names: the words an English question capitalises after its first ("Swaziland", "Archimedes") that
   no passage has, not even in another form ("Greek"/"Greece": the first four letters, or the stem).
   A question about a thing the passages never name is rarely one they answer: on squad-train this
-  caught 11 of the 35 unanswerable questions the other signals let through, for 3 of 225 answerable
-  ones ("Independants", a misspelling; bench/RESULTS.md).
+  declines 10 of the 35 unanswerable questions the other signals let through, for 1 of 225 answerable
+  ones ("Salon des Independants", misspelt; bench/RESULTS.md).
 
 The rule (`decide`): decline when the passage cosine is below `abstain_below`; else, unless it is at least
 `abstain_never_above` (the passage is about the question), when the best sentence is below
