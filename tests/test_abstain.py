@@ -28,7 +28,8 @@ def test_coverage_is_case_and_punctuation_blind():
 
 
 @pytest.mark.parametrize("signals, declines", [
-    (Signals(0.15, 0.90, 1.0), True),      # no passage is close: the passage rule as before
+    (Signals(0.15, 0.50, 1.0), True),      # no passage is close: the passage rule as before
+    (Signals(0.15, 0.69, 1.0), False),     # but one sentence is: a PDF page about many things ("glass")
     (Signals(0.28, 0.49, 1.0), False),     # a passage about several things, one sentence on the question
     (Signals(0.50, 0.40, 1.0), True),      # on topic, but no sentence is close to the question
     (Signals(0.50, 0.55, 0.30), True),     # middling sentence and most words missing
@@ -72,7 +73,8 @@ def test_a_passage_about_the_question_is_not_declined_for_its_sentences():
     assert decide(Signals(0.77, 0.44, 0.75, 0.75), CFG) is None
     assert "sentence" in decide(Signals(0.60, 0.44, 0.75, 0.75), CFG)
     assert "sentence" in decide(Signals(0.77, 0.44, 0.75, 0.75), RetrievalConfig(abstain_never_above=1))
-    assert "passage" in decide(Signals(0.10, 0.90, 1.0, 1.0), CFG)          # the floor acts first
+    assert "passage" in decide(Signals(0.10, 0.55, 1.0, 1.0), CFG)          # the floor acts first
+    assert "passage" in decide(Signals(0.10, 0.90, 1.0, 1.0), RetrievalConfig(abstain_weak_sentence_below=-1))
 
 
 def test_plural_and_singular_meet_in_the_word_share():

@@ -18,7 +18,8 @@ Three signals, each cheap and explainable, all computed on the passages that wou
   declines 10 of the 35 unanswerable questions the other signals let through, for 1 of 225 answerable
   ones ("Salon des Independants", misspelt; bench/RESULTS.md).
 
-The rule (`decide`): decline when the passage cosine is below `abstain_below`; else, unless it is at least
+The rule (`decide`): decline when the passage cosine is below `abstain_below` (unless one sentence is
+close: at least `abstain_weak_sentence_below`); else, unless it is at least
 `abstain_never_above` (the passage is about the question), when the best sentence is below
 `abstain_sentence_below`, or the best sentence is only middling (below `abstain_weak_sentence_below`) AND
 less than `abstain_coverage_below` of the question's words appear, or a name in it appears in no passage
@@ -126,7 +127,11 @@ class Signals:
 
 def decide(signals: Signals, cfg: RetrievalConfig) -> str | None:
     """Why the documents are taken not to hold the answer, or None to go on and ask the model."""
-    if signals.dense < cfg.abstain_below:
+    # A passage about many things (a PDF page of house rules) matches a question about one of them weakly as a
+    # whole: "Where does glass go?" scored 0.15 against the page whose sentence says it (0.69). A close
+    # sentence outweighs the passage floor, as it does the word share; no squad-train question is both.
+    close = 0 < cfg.abstain_weak_sentence_below <= signals.support
+    if signals.dense < cfg.abstain_below and not close:
         return f"best passage similarity {signals.dense:.2f} < {cfg.abstain_below}"
     if signals.dense >= cfg.abstain_never_above:    # the passage is about the question: its sentences do not decide
         return None
