@@ -266,15 +266,17 @@ def speakable(text: str) -> str:
 
 
 def title_lines(lines: list[str]) -> set[int]:
-    """Indexes of plain-text title lines: a short line with no closing punctuation, after a blank line (or
-    at the start), shorter than the line after it, which starts a sentence ("1. Swimming pool renovation"
-    over "The council approved..."). Read as a hard wrap, the title ran into the sentence under it.
+    """Indexes of plain-text title lines: a short line with no closing punctuation, after a blank line, a
+    sentence's end (a PDF's text has no blank lines) or at the start, shorter than the line after it, which
+    starts a sentence ("1. Swimming pool renovation" over "The council approved..."). Read as a hard wrap,
+    the title ran into the sentence under it.
     Shorter than the next line: a paragraph's first line in a narrow PDF column is as long as the rest."""
     found = set()
     for i, line in enumerate(lines[:-1]):
         after = lines[i + 1].strip()
         if (0 < len(re.findall(r"[A-Za-z0-9]+", line)) <= 8 and len(line.strip()) <= min(60, 0.7 * len(after))
-                and not re.search(r"[.!?:;,]\W*$", line) and (i == 0 or not lines[i - 1].strip())
+                and not re.search(r"[.!?:;,]\W*$", line)
+                and (i == 0 or not lines[i - 1].strip() or re.search(r"[.!?]\W*$", lines[i - 1]))
                 and re.match(r"[A-Z0-9\"'(]", after)):
             found.add(i)
     return found

@@ -24,7 +24,7 @@ def pdf_bytes(objects: list[bytes]) -> bytes:
 
 
 def write_pdf(path: Path, pages: list[str]) -> Path:
-    """A minimal, valid PDF with one line of Helvetica text per page."""
+    """A minimal, valid PDF of Helvetica text, a page per string (its lines 14 points apart)."""
     objects: list[bytes] = []
     n_pages = len(pages)
     kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(n_pages))
@@ -35,7 +35,8 @@ def write_pdf(path: Path, pages: list[str]) -> Path:
         content_id = 4 + 2 * i
         objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {content_id} 0 R "
                        f"/Resources << /Font << /F1 {font_id} 0 R >> >> >>".encode())
-        stream = f"BT /F1 12 Tf 72 720 Td ({_escape(text)}) Tj ET".encode()
+        shown = " T* ".join(f"({_escape(line)}) Tj" for line in text.split("\n"))
+        stream = f"BT /F1 12 Tf 14 TL 72 720 Td {shown} ET".encode()
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     path.write_bytes(pdf_bytes(objects))

@@ -260,3 +260,16 @@ def test_the_quote_prefers_a_sentence_with_the_kind_of_answer_asked_for():
     names = ["solar-garden.md", "Millstream Solar Garden > Ownership", "Millstream Solar Garden"]
     assert "250 euros" in pick_evidence("", ranked, question, names).text
     assert "2017" in pick_evidence("", ranked, "Who built the garden for the Millstream Energy Cooperative?", names).text
+
+
+def test_an_emails_header_fields_and_quote_marks_do_not_run_into_its_sentences():
+    """Seen as a new user: "From: Priya Nair To: Tom Berger Subject: Re: Offsite planning ..." was one
+    sentence, copied by the model into its answer, and the quote read "> The budget we agreed is ..."."""
+    email = ("From: Priya Nair\nTo: Tom Berger\nSubject: Re: Offsite planning\n\nHi Tom,\n\nThe offsite is in Keswick.\n\n"
+             "> From: Tom Berger\n> Date: 10 March 2026\n>\n> The budget we agreed is 9,000 pounds.\n")
+    assert sentences_of(email) == ["Subject: Re: Offsite planning.", "The offsite is in Keswick.",
+                                   "Date: 10 March 2026.", "The budget we agreed is 9,000 pounds."]
+    # one "Note: ..." line in prose is a sentence like any other
+    assert sentences_of("Opening hours are long.\nNote: the pool closes\nat noon on Sundays.") == \
+        ["Opening hours are long.", "Note: the pool closes at noon on Sundays."]
+

@@ -146,3 +146,26 @@ def test_folder_scan_does_not_follow_symlinks(base_engines, folder, tmp_path):
     report = engines.ingestor.ingest([str(folder)], progress=False)
     assert report.added == 2 and any("symbolic link" in e["error"] for e in report.errors)
     assert "4711" not in _sources(engines, "secret vault code")[1]
+
+
+def test_a_pdf_loses_its_running_header_footer_and_line_end_hyphens(tmp_path):
+    """Seen as a new user: every page's passage began with the house rules' title, "Page 2 of 3" was a
+    sentence, and "con- tainer" matched no question about the container."""
+    from rag.ingest.loaders import clean_pages, pdf_sections
+
+    header = "Riverside Apartments - House Rules 2026"
+    pages = [f"{header}\n1. Quiet hours\nQuiet hours are from 10 pm to 7 am.\nGlass goes in the green con-\ntainer.\nPage 1 of 3",
+             f"{header}\n2. Laundry\nThe laundry room is open from 8 am.\nPage 2 of 3",
+             f"{header}\n3. Bicycles\nBicycles are kept in the cellar, a well-\nKnown rule.\nPage 3 of 3"]
+    path = write_pdf(tmp_path / "rules.pdf", pages)
+    sections = pdf_sections(path.read_bytes(), "rules.pdf")
+    assert [s.location for s in sections] == ["page 1", "page 2", "page 3"]
+    text = "\n".join(s.text for s in sections)
+    assert header not in text and "Page" not in text
+    assert "green container." in text
+    assert "a well-\nKnown rule" in text        # before a capital the hyphen stays: not a split word
+    assert "1. Quiet hours\nQuiet hours are" in sections[0].text
+    # A line repeated on one page of three is the text's own, and so is one that is not at a page's edge.
+    assert clean_pages(["A\nB\nC\nD\nE", "A\nX\nY\nZ\nW", "Q\nR\nC\nS\nT"]) == \
+        ["B\nC\nD\nE", "X\nY\nZ\nW", "Q\nR\nC\nS\nT"]
+

@@ -203,6 +203,12 @@ def test_title_lines_and_the_sources_panel_keep_a_plain_text_title_apart():
     assert not title_lines(["The library opened in 1962 and", "Sarah Kent was its first librarian."])
     assert not title_lines(["Members may borrow", "twelve items at a time from the main desk."])
     assert reflow("Members may borrow\ntwelve items at a time.") == "Members may borrow twelve items at a time."
+    # a PDF's text has no blank lines: a title after a sentence's end stands apart too, not a wrapped line
+    page = ["weekends. Keep music low during these hours.", "2. Rubbish and recycling",
+            "Rubbish bins are emptied every Tuesday morning."]
+    assert title_lines(page) == {1}
+    assert not title_lines(["weekends. Keep music low during these", "2 hours and",
+                            "Rubbish bins are emptied every Tuesday morning."])
     # a table's rows, as the loaders write them, stay a line each
     rows = "Prices from May.\nRoom: Main hall; Per hour: 40 euros.\nRoom: Small gym; Per hour: 15 euros.\nClubs pay less."
     assert reflow(rows) == ("Prices from May. Room: Main hall; Per hour: 40 euros.\nRoom: Small gym; Per hour: 15 euros. "

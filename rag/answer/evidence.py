@@ -31,6 +31,8 @@ _WORDS = re.compile(r"[A-Za-z0-9]+")
 _SPACE = re.compile(r"\s+")
 _HEADING = re.compile(r"(?m)^[ \t]{0,3}#{1,6}[ \t].*$")
 _WRAP = re.compile(r"(?<=\S)[ \t]*\n(?![ \t]*\n)")
+_QUOTED = re.compile(r"(?m)^[ \t]*(?:>[ \t]?)+")     # an e-mail's quoted lines ("> The budget we agreed is ...")
+_FIELD = re.compile(r"^[A-Z][\w-]{0,20}: \S.{0,80}$")    # "From: Priya Nair", "Subject: Re: Offsite planning"
 EVIDENCE_POOL = 5     # the quote is chosen among this many best-matching sentences...
 WORD_BONUS = 0.5      # ...by cosine + this times the (IDF-weighted) share of the question's words it has
 IN_CONTEXT = 0.5      # for the quote, a sentence's cosine is half its own, half read after the one before it
@@ -72,15 +74,20 @@ def _without_titles(text: str) -> str:
     lines = text.split("\n")
     for i in title_lines(lines):
         lines[i] = ""
+    for i, line in enumerate(lines):     # a run of header fields: a line each, not one run-on sentence
+        if _FIELD.match(line) and any(0 <= j < len(lines) and _FIELD.match(lines[j]) for j in (i - 1, i + 1)):
+            lines[i] = line.rstrip() + ("" if re.search(r"[.!?]$", line.rstrip()) else ".") + "\n"
     return "\n".join(lines)
 
 
 def sentences_of(text: str) -> list[str]:
     """A passage's sentences, one line each. Markdown headings are dropped (a title states nothing, yet
     it is short and on topic, so it would outrank the sentence that answers), plain-text titles too
-    (`_without_titles`), and so are lines of fewer than four words ("Tyre pressure.", list debris)."""
+    (`_without_titles`), and so are lines of fewer than four words ("Tyre pressure.", list debris). An
+    e-mail's header fields stand a line each and its quote marks go ("From: Priya Nair To: Tom Berger
+    Subject: ..." was one sentence, which the model copied; seen as a new user)."""
     out = []
-    text = _without_titles(_HEADING.sub("", text))
+    text = _without_titles(_QUOTED.sub("", _HEADING.sub("", text)))
     text = _WRAP.sub(" ", text)    # hard-wrapped lines (PDF, plain text) are not sentence ends; blank lines are
     for sentence in split_sentences(text, max_chars=400):
         sentence = _SPACE.sub(" ", sentence).strip()

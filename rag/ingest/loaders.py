@@ -120,6 +120,33 @@ def markdown_sections(text: str) -> list[Section]:
     return sections
 
 
+_EDGE = 2     # lines at the top and at the bottom of a page where running headers and footers are
+
+
+def _line_key(line: str) -> str:
+    """A page's header or footer line with its numbers masked: "Page 2 of 3" and "Page 3 of 3" are one."""
+    return re.sub(r"\d+", "#", " ".join(line.split()).lower())
+
+
+def clean_pages(pages: list[str]) -> list[str]:
+    """A PDF's page texts without what the layout adds: a line repeated at the top or bottom of most pages
+    (running header, footer, "Page 2 of 3") and hyphens that split a word across lines ("con-" / "tainer").
+    Left in, "Riverside Apartments - House Rules 2026" started every page's passage and ran into its first
+    sentence, and "con- tainer" matched no question's "container" (seen as a new user)."""
+    lines = [[line for line in page.split("\n") if line.strip()] for page in pages]
+    counts: dict[str, int] = {}
+    for page in lines:
+        for key in {_line_key(line) for line in page[:_EDGE] + page[-_EDGE:]}:
+            counts[key] = counts.get(key, 0) + 1
+    running = {key for key, n in counts.items() if n >= 2 and n * 2 > len(pages)}
+    out = []
+    for page in lines:
+        edge = set(range(min(_EDGE, len(page)))) | set(range(max(0, len(page) - _EDGE), len(page)))
+        kept = [line for i, line in enumerate(page) if not (i in edge and _line_key(line) in running)]
+        out.append(re.sub(r"(?<=[A-Za-z])-\n(?=[a-z])", "", "\n".join(kept)))
+    return out
+
+
 def pdf_sections(data: bytes, name: str) -> list[Section]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
@@ -134,11 +161,8 @@ def pdf_sections(data: bytes, name: str) -> list[Section]:
                 raise
             except Exception:  # noqa: BLE001 - pypdf raises various types for unsupported crypto
                 raise SourceError(f"{name}: the PDF is encrypted and cannot be opened") from None
-        sections = []
-        for number, page in enumerate(reader.pages, start=1):
-            text = (page.extract_text() or "").strip()
-            if text:
-                sections.append(Section(text, f"page {number}"))
+        texts = clean_pages([page.extract_text() or "" for page in reader.pages])
+        sections = [Section(text.strip(), f"page {number}") for number, text in enumerate(texts, start=1) if text.strip()]
     except SourceError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as err:
