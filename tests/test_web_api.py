@@ -140,6 +140,43 @@ def test_page_load_does_not_make_a_session_of_its_own(web_server):
     assert chat.restore(made)[0] == made and len(chat.restore(made)[1]) == 2
 
 
+def test_a_question_spoken_while_a_typed_answer_streams_waits_for_it(web_server, spoken_question):
+    """Typed and spoken questions are two listeners on the page. A question spoken while a typed answer
+    was streaming ran beside it, from the chat as it was then: the typed answer was cut back to its
+    first words on the page. Now the spoken one waits for the typed one, then starts from the stored
+    history. The typed answer is held mid-stream here (its generator not advanced) while the spoken
+    question is transcribed, so the spoken one always finds it running."""
+    import threading
+    import time
+
+    from web.chat import SEARCHING, WAITING_TURN, ChatHandlers
+
+    chat = ChatHandlers(web_server.engines)
+    typed = chat.ask_text("Where is the solar garden?", [], "", False, 3)
+    state = next(typed)
+    session = state[4]
+    while state[0][-1]["content"] == SEARCHING:      # until the answer's first words are on the page
+        state = next(typed)
+    shown_then = [dict(m) for m in state[0]]     # what the page held then (the list is changed in place)
+    spoken: list[tuple] = []
+    voice = threading.Thread(target=lambda: spoken.extend(
+        chat.ask_voice(str(spoken_question[1]), shown_then, session, False, 3)))
+    voice.start()
+    deadline = time.monotonic() + 120
+    while not any(s[0] and s[0][-1]["content"] == WAITING_TURN for s in spoken) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(s[0][-1]["content"] == WAITING_TURN for s in spoken), spoken
+    last_typed = [s for s in typed][-1][0]         # the typed answer goes on to its end
+    voice.join(120)
+    final = spoken[-1][0]
+    assert [m["role"] for m in final] == ["user", "assistant", "user", "assistant"]
+    assert final[1]["content"] == last_typed[1]["content"] != shown_then[1]["content"]   # whole, not cut back
+    assert "library" in final[2]["content"].lower()
+    stored = web_server.engines.history.history(session)
+    assert [m["content"] for m in stored if m["role"] == "user"][0] == "Where is the solar garden?"
+    assert len(stored) == 4 and len(chat.turns) == 0
+
+
 def test_login_guessing_is_locked_out_per_address(web_server_with_login):
     """300 wrong passwords went through in 2 s. Now an address gets 5, then waits (1 s, 2 s, ...) and
     its logins are refused unchecked meanwhile; other addresses log in as usual. The guesses come

@@ -21,6 +21,7 @@ from rag.events import AudioChunk, Done, Failed, Notice, Queued, Retrieved, Text
 from rag.answer.small_talk import is_reply
 from rag.pipeline import AskOptions
 from web.render import SOURCES_EMPTY, SOURCES_SEARCHING, chat_markdown, sources_html, sources_json
+from web.turns import SessionTurns
 
 log = logging.getLogger(__name__)
 SESSION_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")     # an /ask session id (chosen by the client)
@@ -34,6 +35,7 @@ def new_page_session() -> str:
     return "page-" + secrets.token_hex(16)
 SEARCHING = "_Searching your documents…_"
 LISTENING = "_Transcribing your recording…_"
+WAITING_TURN = "_Your earlier question is still being answered; this one comes next…_"
 
 
 def _waiting(position: int) -> str:
@@ -122,6 +124,7 @@ class ChatHandlers:
         self.engines = engines
         self.transcriber_error = transcriber_error
         self.tts_enabled = engines.cfg.tts.enabled
+        self.turns = SessionTurns()
 
     # -- sessions --------------------------------------------------------------------------------
     @staticmethod
@@ -164,9 +167,26 @@ class ChatHandlers:
             warn(f"The chosen voice is not available ({one_line(err)}); speaking with the default voice.")
             return self.engines.synthesizer
 
-    def _answer(self, question: str, session: str, chat: list, speak: bool, k, voice: bool,
-                t0: float | None = None, voice_choice=None, rate=None, search_in=None, answer_language=None,
-                heard=None) -> Iterator[tuple]:
+    def _answer(self, question: str, session: str, chat: list, *args, **kwargs) -> Iterator[tuple]:
+        """`_answer_now`, after any answer of the same session still running (web/turns.py says why)."""
+        turn = self.turns.enter(session)
+        try:
+            if not turn.acquire(blocking=False):
+                yield (list(chat or []) + [{"role": "user", "content": question},
+                                           {"role": "assistant", "content": WAITING_TURN}],
+                       gr.skip(), gr.skip(), "", session)
+                turn.acquire()
+                chat = self.restore(session)[1]     # the stored history holds the earlier exchange whole
+            try:
+                yield from self._answer_now(question, session, chat, *args, **kwargs)
+            finally:
+                turn.release()
+        finally:
+            self.turns.leave(session)
+
+    def _answer_now(self, question: str, session: str, chat: list, speak: bool, k, voice: bool,
+                    t0: float | None = None, voice_choice=None, rate=None, search_in=None, answer_language=None,
+                    heard=None) -> Iterator[tuple]:
         """Yield (chat, sources html, audio chunk, question box, session) while the answer streams.
         `heard`: the spoken question's Transcript (its language and how sure the detection was)."""
         skip = gr.skip()
