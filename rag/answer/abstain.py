@@ -1,6 +1,6 @@
 """Should the app decline ("The documents do not say.") instead of asking the model?
 
-Three signals, each cheap and explainable, all computed on the passages that would go to the model:
+Four signals, each cheap and explainable, all computed on the passages that would go to the model:
 
 - dense: the best cosine of a retrieved passage to the question (`retrieval.abstain_below`);
 - support: the best cosine of one *sentence* of those passages to the question. A passage about the
@@ -13,10 +13,10 @@ Three signals, each cheap and explainable, all computed on the passages that wou
   a missing name or number is strong evidence, a missing "year" or "first" barely any; a word no
   chunk has gets the largest weight (the documents cannot answer about it).
 - names: the words an English question capitalises after its first ("Swaziland", "Archimedes") that
-  no passage has, not even in another form ("Greek"/"Greece": the first four letters, or the stem).
-  A question about a thing the passages never name is rarely one they answer: on squad-train this
-  declines 10 of the 35 unanswerable questions the other signals let through, for 1 of 225 answerable
-  ones ("Salon des Independants", misspelt; bench/RESULTS.md).
+  no passage has, not even in another form ("Greek"/"Greece": the first four letters, or the stem;
+  accents aside: "Independants"/"Indépendants"). A question about a thing the passages never name is
+  rarely one they answer: on squad-train this declines 10 of the 35 unanswerable questions the other
+  signals let through, and none of the 225 answerable ones (bench/RESULTS.md).
 
 The rule (`decide`): decline when the passage cosine is below `abstain_below` (unless one sentence is
 close: at least `abstain_weak_sentence_below`); else, unless it is at least
@@ -33,6 +33,7 @@ and text.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -89,6 +90,10 @@ def coverage(question: str, passages: Sequence[str], idf: Mapping[str, float] | 
     return sum(x for w, x in zip(words, weights) if w in found) / total
 
 
+def _unaccented(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9'’\-]*")
 _PREFIX = 4     # "Greek" finds "Greece", "Britain" "British", "Portugese" "Portuguese"
 
@@ -108,10 +113,10 @@ def names(question: str) -> list[str]:
 def missing_names(question: str, passages: Sequence[str], language: str | None = None) -> tuple[str, ...]:
     """The question's names (`names`) that no passage has, as the stem or as a word with the same first
     letters. Only for a question in English (or of no known language): German capitalises every noun."""
-    wanted = names(question) if language in (None, "en") else []
+    wanted = [_unaccented(w) for w in names(question)] if language in (None, "en") else []
     if not wanted:
         return ()
-    words = set(_WORD.findall(" ".join(passages).lower()))
+    words = set(_WORD.findall(_unaccented(" ".join(passages).lower())))   # "Independants" finds "Indépendants"
     stems, heads = {_stem(w) for w in words}, {w[:_PREFIX] for w in words if len(w) >= _PREFIX}
     return tuple(w for w in wanted if _stem(w) not in stems and w[:_PREFIX] not in heads)
 
