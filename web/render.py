@@ -40,13 +40,19 @@ def reflow(text: str) -> str:
         if lines and all(line.startswith("#") for line in lines):
             continue
         lines = [re.sub(r"^#{1,6}\s+", "", line) for line in lines]
-        # a table's rows (rag/ingest/loaders.py `row_sentence`) stay a line each (the panel keeps line breaks)
-        paragraphs.append("".join(("\n" if _ROW.match(line) and _ROW.match(lines[i - 1]) else " ") + line
+        # a table's rows (rag/ingest/loaders.py `row_sentence`) and an e-mail's header fields stay a line each
+        # (the panel keeps line breaks)
+        paragraphs.append("".join(("\n" if _one_line(line) and _one_line(lines[i - 1]) else " ") + line
                                   if i else line for i, line in enumerate(lines)))
     return "\n\n".join(p for p in paragraphs if p) or text.strip()
 
 
 _ROW = re.compile(r"^[^:;]{1,80}: [^;]*(?:; [^:;]{1,80}: [^;]*)+$")
+_FIELD = re.compile(r"^[A-Z][\w-]{0,20}: \S.{0,80}$")     # "From: Priya Nair" (as rag/answer/evidence.py reads it)
+
+
+def _one_line(line: str) -> bool:
+    return bool(_ROW.match(line) or _FIELD.match(line))
 
 
 def _score_label(source: dict) -> str:
