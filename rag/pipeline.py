@@ -215,7 +215,7 @@ class Pipeline:
         share = coverage(asked, labelled)
         weighted = (coverage(asked, labelled, self.retriever.index.idf(question_terms(asked)))
                     if self.cfg.retrieval.abstain_coverage_idf else share)   # frequencies counted only if used
-        unnamed = missing_names(question, labelled, language)   # the user's words: a rewrite may add names
+        unnamed = self.retriever.index.unseen(missing_names(question, labelled, language))   # the user's words
         return Signals(dense, best, share, weighted, unnamed), ranked
 
     def plan(self, question: str, hist: list[Message], options: AskOptions, ahead: Plan | None = None) -> Plan:

@@ -117,6 +117,9 @@ def test_pipeline_support_weighs_words_by_the_index_idf_and_reads_follow_ups_wit
         def idf(self, words):
             return self.lexical.idf(words)
 
+        def unseen(self, words):
+            return self.lexical.unseen(words)
+
     retriever = type("R", (), {"index": Index()})()
     hits = [Hit("1", PASSAGES[0], "library.md", dense_score=0.8)]
     on = Pipeline(load_config(None, ["retrieval.abstain_coverage_idf=true"]), retriever, None, None)
@@ -136,6 +139,21 @@ def test_pipeline_support_weighs_words_by_the_index_idf_and_reads_follow_ups_wit
     asked = "Did the library lend books to Archimedes?"
     assert on.support(asked, asked, [], hits, hits)[0].unnamed == ("archimedes",)
     assert on.support(asked, asked, [], hits, hits, "de")[0].unnamed == ()
+    # A name the passage lacks but another chunk has counts as known: a section need not repeat its document's
+    # subject ("the Millstream Energy Cooperative" over an "Ownership" section that says "the cooperative").
+    elsewhere = "Did the library lend books to the Solar Garden?"
+    assert on.support(elsewhere, elsewhere, [], hits, hits)[0].unnamed == ()
+
+
+def test_the_lexical_index_knows_which_words_no_chunk_has():
+    import numpy as np
+
+    from rag.index.document_index import LexicalIndex
+
+    index = LexicalIndex(np.arange(2), ["Greece joined in 1981.", "The bridges of Paris."])
+    assert index.unseen(["greek", "paris", "bridge", "swaziland"]) == ("swaziland",)   # "Gree..." is there
+    assert index.unseen([]) == ()
+    assert LexicalIndex(np.zeros(0, dtype=np.int64), []).unseen(["paris"]) == ("paris",)
 
 
 def test_names_are_the_capitalised_words_after_the_first():

@@ -151,7 +151,8 @@ class _Voice:
 class _Retriever:
     def __init__(self, hits):
         self.hits = hits
-        self.index = type("Index", (), {"embedder": type("E", (), {"embed": staticmethod(fake_embed)})()})()
+        self.index = type("Index", (), {"embedder": type("E", (), {"embed": staticmethod(fake_embed)})(),
+                                        "unseen": staticmethod(tuple)})()     # no chunk beyond these hits
 
     def search(self, queries, k=None, *rest):
         return self.hits

@@ -14,9 +14,11 @@ Four signals, each cheap and explainable, all computed on the passages that woul
   chunk has gets the largest weight (the documents cannot answer about it).
 - names: the words an English question capitalises after its first ("Swaziland", "Archimedes") that
   no passage has, not even in another form ("Greek"/"Greece": the first four letters, or the stem;
-  accents aside: "Independants"/"Indépendants"). A question about a thing the passages never name is
-  rarely one they answer: on squad-train this declines 10 of the 35 unanswerable questions the other
-  signals let through, and none of the 225 answerable ones (bench/RESULTS.md).
+  accents aside: "Independants"/"Indépendants") and no indexed chunk has either (the pipeline asks the
+  index): a passage need not repeat its document's subject ("… the Millstream Energy Cooperative" over
+  the "Ownership" section that says "the cooperative"). A question about a thing the documents never
+  name is rarely one they answer: on squad-train this declines 9 of the 35 unanswerable questions the
+  other signals let through, and none of the 225 answerable ones (bench/RESULTS.md).
 
 The rule (`decide`): decline when the passage cosine is below `abstain_below` (unless one sentence is
 close: at least `abstain_weak_sentence_below`); else, unless it is at least
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from common.stemming import stem
@@ -117,8 +119,18 @@ def missing_names(question: str, passages: Sequence[str], language: str | None =
     if not wanted:
         return ()
     words = set(_WORD.findall(_unaccented(" ".join(passages).lower())))   # "Independants" finds "Indépendants"
-    stems, heads = {_stem(w) for w in words}, {w[:_PREFIX] for w in words if len(w) >= _PREFIX}
-    return tuple(w for w in wanted if _stem(w) not in stems and w[:_PREFIX] not in heads)
+    stems = {_stem(w) for w in words}
+    return tuple(w for w in wanted if not known(w, stems, heads(words)))
+
+
+def heads(words: Iterable[str]) -> set[str]:
+    """The first letters of these words, as `known` compares them."""
+    return {w[:_PREFIX] for w in words if len(w) >= _PREFIX}
+
+
+def known(word: str, stems: Container[str], first_letters: Container[str]) -> bool:
+    """`word` is among these words by its stem, or by its first letters ("Greek"/"Greece")."""
+    return _stem(word) in stems or word[:_PREFIX] in first_letters
 
 
 @dataclass(frozen=True)

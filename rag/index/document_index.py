@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.answer.abstain import terms
+from rag.answer.abstain import heads, known, terms
 from rag.index.catalog import CatalogStore, ChunkRef
 from rag.config import Config
 from rag.models.embeddings import Embedder
@@ -59,6 +59,7 @@ class LexicalIndex:
         self.ids = ids
         self._texts = texts              # kept until the document frequencies are counted (`idf`)
         self._df: Counter[str] | None = None
+        self._heads: set[str] | None = None
         self._df_lock = threading.Lock()
         self.model = None
         if texts:
@@ -88,12 +89,27 @@ class LexicalIndex:
         """Inverse document frequency over the chunks of stemmed words (rag/answer/abstain.py `terms`: the decline
         rule's tokens, not bm25s's, so the words it matches are the words counted). BM25's form,
         log(1 + (N - df + 0.5) / (df + 0.5)): a word no chunk has gets the largest value."""
+        df, n = self._counts(), len(self.ids)
+        return {w: math.log(1 + (n - df.get(w, 0) + 0.5) / (df.get(w, 0) + 0.5)) for w in words}
+
+    def _counts(self) -> Counter[str]:
         with self._df_lock:   # counted on first use, once per index generation: ingest does not pay for it
             if self._df is None:
                 self._df = Counter(t for text in self._texts for t in terms(text))
                 self._texts = []
-        n = len(self.ids)
-        return {w: math.log(1 + (n - self._df.get(w, 0) + 0.5) / (self._df.get(w, 0) + 0.5)) for w in words}
+            return self._df
+
+    def unseen(self, words: Iterable[str]) -> tuple[str, ...]:
+        """Of these lower-case words, those no chunk has, as a stem or as a word with the same first
+        letters (rag/answer/abstain.py `known`)."""
+        words = tuple(words)
+        if not words:
+            return ()
+        df = self._counts()
+        with self._df_lock:
+            if self._heads is None:
+                self._heads = heads(df)
+        return tuple(w for w in words if not known(w, df, self._heads))
 
 
 class DocumentIndex:
@@ -232,6 +248,12 @@ class DocumentIndex:
         with self._lock:
             lexical = self.lexical
         return lexical.idf(words)
+
+    def unseen(self, words: Iterable[str]) -> tuple[str, ...]:
+        """The words no indexed chunk has (see `LexicalIndex.unseen`)."""
+        with self._lock:
+            lexical = self.lexical
+        return lexical.unseen(words)
 
     def chunks_of_sources(self, patterns: Sequence[str]) -> np.ndarray:
         """Chunk ids of the documents whose source matches any pattern (see `source_matches`).
