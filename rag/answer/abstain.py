@@ -14,8 +14,8 @@ Four signals, each cheap and explainable, all computed on the passages that woul
   chunk has gets the largest weight (the documents cannot answer about it).
 - names: the words an English question capitalises after its first ("Swaziland", "Archimedes") that
   no passage has, not even in another form ("Greek"/"Greece": the first four letters, or the stem;
-  accents aside: "Independants"/"Indépendants") and no indexed chunk has either (the pipeline asks the
-  index): a passage need not repeat its document's subject ("… the Millstream Energy Cooperative" over
+  accents aside: "Independants"/"Indépendants") and no indexed chunk has its stem either (the pipeline
+  asks the index): a passage need not repeat its document's subject ("… the Millstream Energy Cooperative" over
   the "Ownership" section that says "the cooperative"). A question about a thing the documents never
   name is rarely one they answer: on squad-train this declines 9 of the 35 unanswerable questions the
   other signals let through, and none of the 225 answerable ones (bench/RESULTS.md).
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from common.stemming import stem
@@ -56,7 +56,7 @@ yourselves many much may might must shall one ones called name named known kind 
 """.split())
 
 
-def _stem(word: str) -> str:
+def stem_word(word: str) -> str:
     """Snowball's stem (common/stemming.py, as BM25 has it), so "built"/"builds", "wars"/"war" and "dog"/"dogs"
     meet: "Can I bring my dog?" found none of its words in the FAQ's "Dogs are welcome on Fridays" and was
     declined (seen as a new user)."""
@@ -71,12 +71,12 @@ def content_words(text: str) -> list[str]:
 def terms(text: str) -> set[str]:
     """The stemmed words of a text: what coverage matches, and what document frequencies count
     (rag/index/document_index.py), so both see the same words."""
-    return {_stem(w) for w in _WORD.findall(text.lower())}
+    return {stem_word(w) for w in _WORD.findall(text.lower())}
 
 
 def question_terms(question: str) -> list[str]:
     """The question's content words, stemmed (repeats of a stem kept, as the unweighted share counted them)."""
-    return [_stem(w) for w in content_words(question)]
+    return [stem_word(w) for w in content_words(question)]
 
 
 def coverage(question: str, passages: Sequence[str], idf: Mapping[str, float] | None = None) -> float:
@@ -119,18 +119,8 @@ def missing_names(question: str, passages: Sequence[str], language: str | None =
     if not wanted:
         return ()
     words = set(_WORD.findall(_unaccented(" ".join(passages).lower())))   # "Independants" finds "Indépendants"
-    stems = {_stem(w) for w in words}
-    return tuple(w for w in wanted if not known(w, stems, heads(words)))
-
-
-def heads(words: Iterable[str]) -> set[str]:
-    """The first letters of these words, as `known` compares them."""
-    return {w[:_PREFIX] for w in words if len(w) >= _PREFIX}
-
-
-def known(word: str, stems: Container[str], first_letters: Container[str]) -> bool:
-    """`word` is among these words by its stem, or by its first letters ("Greek"/"Greece")."""
-    return _stem(word) in stems or word[:_PREFIX] in first_letters
+    stems, heads = {stem_word(w) for w in words}, {w[:_PREFIX] for w in words if len(w) >= _PREFIX}
+    return tuple(w for w in wanted if stem_word(w) not in stems and w[:_PREFIX] not in heads)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.answer.abstain import heads, known, terms
+from rag.answer.abstain import stem_word, terms
 from rag.index.catalog import CatalogStore, ChunkRef
 from rag.config import Config
 from rag.models.embeddings import Embedder
@@ -59,7 +59,6 @@ class LexicalIndex:
         self.ids = ids
         self._texts = texts              # kept until the document frequencies are counted (`idf`)
         self._df: Counter[str] | None = None
-        self._heads: set[str] | None = None
         self._df_lock = threading.Lock()
         self.model = None
         if texts:
@@ -100,16 +99,10 @@ class LexicalIndex:
             return self._df
 
     def unseen(self, words: Iterable[str]) -> tuple[str, ...]:
-        """Of these lower-case words, those no chunk has, as a stem or as a word with the same first
-        letters (rag/answer/abstain.py `known`)."""
+        """Of these lower-case words, those no chunk has (by their stem, as `idf` counts them)."""
         words = tuple(words)
-        if not words:
-            return ()
-        df = self._counts()
-        with self._df_lock:
-            if self._heads is None:
-                self._heads = heads(df)
-        return tuple(w for w in words if not known(w, df, self._heads))
+        df = self._counts() if words else Counter()
+        return tuple(w for w in words if df.get(stem_word(w), 0) == 0)
 
 
 class DocumentIndex:
