@@ -245,7 +245,7 @@ def run(ctx: Context) -> Section:
              (f"+ (sentence < {retrieval.abstain_weak_sentence_below} and < {retrieval.abstain_coverage_below:.0%} of "
               "the words in the passages)", retrieval.model_copy(update=dict(abstain_coverage_idf=False,
                                                                               abstain_missing_names=False))),
-             (f"+ (sentence < {retrieval.abstain_weak_sentence_below} and a name of the question in no passage)",
+             (f"+ (sentence < {retrieval.abstain_weak_sentence_below} and a name of the question in no passage or chunk)",
               retrieval.model_copy(update=dict(abstain_coverage_idf=False, abstain_missing_names=True))),
              ("  same, words weighted by idf over the indexed chunks",
               retrieval.model_copy(update=dict(abstain_coverage_idf=True)))]

@@ -94,7 +94,8 @@ class RetrievalConfig(Section):
     # measuring coverage (rare names and numbers count, common words barely); False: each word counts 1.
     abstain_coverage_idf: bool = False
     # In the same middling band, decline an English question that names something (a capitalised word)
-    # no passage has: 0.80 -> 0.857 abstention, false abstention 0.062 unchanged, on squad-train.
+    # no passage and no indexed chunk has: 0.80 -> 0.834 abstention, false abstention 0.062 unchanged,
+    # on squad-train.
     abstain_missing_names: bool = True
 
 

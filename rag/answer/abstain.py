@@ -17,7 +17,7 @@ Four signals, each cheap and explainable, all computed on the passages that woul
   accents aside: "Independants"/"Indépendants") and no indexed chunk has its stem either (the pipeline
   asks the index): a passage need not repeat its document's subject ("… the Millstream Energy Cooperative" over
   the "Ownership" section that says "the cooperative"). A question about a thing the documents never
-  name is rarely one they answer: on squad-train this declines 9 of the 35 unanswerable questions the
+  name is rarely one they answer: on squad-train this declines 6 of the 35 unanswerable questions the
   other signals let through, and none of the 225 answerable ones (bench/RESULTS.md).
 
 The rule (`decide`): decline when the passage cosine is below `abstain_below` (unless one sentence is
