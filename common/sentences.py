@@ -280,3 +280,13 @@ def title_lines(lines: list[str]) -> set[int]:
                 and re.match(r"[A-Z0-9\"'(]", after)):
             found.add(i)
     return found
+
+
+_FIELD = re.compile(r"^[A-Z][\w-]{0,20}: \S.{0,80}$")
+
+
+def field_line(line: str) -> bool:
+    """A header field of an e-mail or a form, "From: Priya Nair" or "Subject: Re: Offsite planning": in a
+    run of them each is a line of its own (as a table's rows are), not a hard wrap of one sentence."""
+    return bool(_FIELD.match(line))
+

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from common.sentences import title_lines
+from common.sentences import field_line, title_lines
 from rag.events import Hit
 
 SOURCES_EMPTY = ("<div class='rag-sources-empty'>Sources appear here after an answer: the passages "
@@ -48,11 +48,10 @@ def reflow(text: str) -> str:
 
 
 _ROW = re.compile(r"^[^:;]{1,80}: [^;]*(?:; [^:;]{1,80}: [^;]*)+$")
-_FIELD = re.compile(r"^[A-Z][\w-]{0,20}: \S.{0,80}$")     # "From: Priya Nair" (as rag/answer/evidence.py reads it)
 
 
 def _one_line(line: str) -> bool:
-    return bool(_ROW.match(line) or _FIELD.match(line))
+    return bool(_ROW.match(line)) or field_line(line)
 
 
 def _score_label(source: dict) -> str:

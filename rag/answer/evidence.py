@@ -24,7 +24,7 @@ import numpy as np
 from rag.answer.abstain import question_terms, terms
 from rag.answer.grounding import file_name, without_extension
 from rag.events import Hit
-from common.sentences import split_sentences, title_lines
+from common.sentences import field_line, split_sentences, title_lines
 
 Embed = Callable[[list[str]], np.ndarray]
 _WORDS = re.compile(r"[A-Za-z0-9]+")
@@ -32,7 +32,6 @@ _SPACE = re.compile(r"\s+")
 _HEADING = re.compile(r"(?m)^[ \t]{0,3}#{1,6}[ \t].*$")
 _WRAP = re.compile(r"(?<=\S)[ \t]*\n(?![ \t]*\n)")
 _QUOTED = re.compile(r"(?m)^[ \t]*(?:>[ \t]?)+")     # an e-mail's quoted lines ("> The budget we agreed is ...")
-_FIELD = re.compile(r"^[A-Z][\w-]{0,20}: \S.{0,80}$")    # "From: Priya Nair", "Subject: Re: Offsite planning"
 EVIDENCE_POOL = 5     # the quote is chosen among this many best-matching sentences...
 WORD_BONUS = 0.5      # ...by cosine + this times the (IDF-weighted) share of the question's words it has
 IN_CONTEXT = 0.5      # for the quote, a sentence's cosine is half its own, half read after the one before it
@@ -75,7 +74,7 @@ def _without_titles(text: str) -> str:
     for i in title_lines(lines):
         lines[i] = ""
     for i, line in enumerate(lines):     # a run of header fields: a line each, not one run-on sentence
-        if _FIELD.match(line) and any(0 <= j < len(lines) and _FIELD.match(lines[j]) for j in (i - 1, i + 1)):
+        if field_line(line) and any(0 <= j < len(lines) and field_line(lines[j]) for j in (i - 1, i + 1)):
             lines[i] = line.rstrip() + ("" if re.search(r"[.!?]$", line.rstrip()) else ".") + "\n"
     return "\n".join(lines)
 
