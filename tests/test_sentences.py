@@ -209,6 +209,8 @@ def test_title_lines_and_the_sources_panel_keep_a_plain_text_title_apart():
     page = ["weekends. Keep music low during these hours.", "2. Rubbish and recycling",
             "Rubbish bins are emptied every Tuesday morning."]
     assert title_lines(page) == {1}
+    assert reflow("\n".join(page)) == ("weekends. Keep music low during these hours.\n\n2. Rubbish and recycling\n\n"
+                                      "Rubbish bins are emptied every Tuesday morning.")
     assert not title_lines(["weekends. Keep music low during these", "2 hours and",
                             "Rubbish bins are emptied every Tuesday morning."])
     # a table's rows, as the loaders write them, stay a line each

@@ -34,7 +34,7 @@ def reflow(text: str) -> str:
     paragraphs = []
     lines = text.strip().split("\n")
     for i in title_lines(lines):          # a plain-text title stands apart, not run into its paragraph
-        lines[i] += "\n"
+        lines[i] = ("\n" if i else "") + lines[i] + "\n"    # nor into the line before (a PDF's: no blank line)
     for block in re.split(r"\n\s*\n", "\n".join(lines)):
         lines = [line.strip() for line in block.splitlines() if line.strip()]
         if lines and all(line.startswith("#") for line in lines):
