@@ -290,3 +290,11 @@ def field_line(line: str) -> bool:
     run of them each is a line of its own (as a table's rows are), not a hard wrap of one sentence."""
     return bool(_FIELD.match(line))
 
+
+_QUOTE_MARKS = re.compile(r"(?m)^[ \t]*(?:>[ \t]?)+")
+
+
+def without_quote_marks(text: str) -> str:
+    """An e-mail's quoted lines without their "> " marks ("> The budget we agreed is 9,000 pounds.")."""
+    return _QUOTE_MARKS.sub("", text)
+

@@ -203,8 +203,9 @@ def test_title_lines_and_the_sources_panel_keep_a_plain_text_title_apart():
     assert not title_lines(["The library opened in 1962 and", "Sarah Kent was its first librarian."])
     assert not title_lines(["Members may borrow", "twelve items at a time from the main desk."])
     assert reflow("Members may borrow\ntwelve items at a time.") == "Members may borrow twelve items at a time."
-    assert reflow("From: Priya Nair\nTo: Tom Berger\nSubject: Offsite\n\nHi Tom,") == \
-        "From: Priya Nair\nTo: Tom Berger\nSubject: Offsite\n\nHi Tom,"
+    assert reflow("From: Priya Nair\nTo: Tom Berger\nSubject: Offsite\n\nHi Tom,\n\n> From: Tom\n> Date: 10 May\n>\n> Hi Priya,"
+                  "\n> where is it?") == \
+        "From: Priya Nair\nTo: Tom Berger\nSubject: Offsite\n\nHi Tom,\n\nFrom: Tom\nDate: 10 May\n\nHi Priya, where is it?"
     # a PDF's text has no blank lines: a title after a sentence's end stands apart too, not a wrapped line
     page = ["weekends. Keep music low during these hours.", "2. Rubbish and recycling",
             "Rubbish bins are emptied every Tuesday morning."]

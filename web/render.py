@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from common.sentences import field_line, title_lines
+from common.sentences import field_line, title_lines, without_quote_marks
 from rag.events import Hit
 
 SOURCES_EMPTY = ("<div class='rag-sources-empty'>Sources appear here after an answer: the passages "
@@ -32,7 +32,7 @@ def reflow(text: str) -> str:
     """A passage as readable paragraphs: hard-wrapped lines joined, markdown heading marks dropped
     (the heading is shown as the passage's location already)."""
     paragraphs = []
-    lines = text.strip().split("\n")
+    lines = without_quote_marks(text).strip().split("\n")     # an e-mail's quoted lines read as its own
     for i in title_lines(lines):          # a plain-text title stands apart, not run into its paragraph
         lines[i] = ("\n" if i else "") + lines[i] + "\n"    # nor into the line before (a PDF's: no blank line)
     for block in re.split(r"\n\s*\n", "\n".join(lines)):

@@ -24,14 +24,13 @@ import numpy as np
 from rag.answer.abstain import question_terms, terms
 from rag.answer.grounding import file_name, without_extension
 from rag.events import Hit
-from common.sentences import field_line, split_sentences, title_lines
+from common.sentences import field_line, split_sentences, title_lines, without_quote_marks
 
 Embed = Callable[[list[str]], np.ndarray]
 _WORDS = re.compile(r"[A-Za-z0-9]+")
 _SPACE = re.compile(r"\s+")
 _HEADING = re.compile(r"(?m)^[ \t]{0,3}#{1,6}[ \t].*$")
 _WRAP = re.compile(r"(?<=\S)[ \t]*\n(?![ \t]*\n)")
-_QUOTED = re.compile(r"(?m)^[ \t]*(?:>[ \t]?)+")     # an e-mail's quoted lines ("> The budget we agreed is ...")
 EVIDENCE_POOL = 5     # the quote is chosen among this many best-matching sentences...
 WORD_BONUS = 0.5      # ...by cosine + this times the (IDF-weighted) share of the question's words it has
 IN_CONTEXT = 0.5      # for the quote, a sentence's cosine is half its own, half read after the one before it
@@ -86,7 +85,7 @@ def sentences_of(text: str) -> list[str]:
     e-mail's header fields stand a line each and its quote marks go ("From: Priya Nair To: Tom Berger
     Subject: ..." was one sentence, which the model copied; seen as a new user)."""
     out = []
-    text = _without_titles(_QUOTED.sub("", _HEADING.sub("", text)))
+    text = _without_titles(without_quote_marks(_HEADING.sub("", text)))
     text = _WRAP.sub(" ", text)    # hard-wrapped lines (PDF, plain text) are not sentence ends; blank lines are
     for sentence in split_sentences(text, max_chars=400):
         sentence = _SPACE.sub(" ", sentence).strip()
