@@ -65,27 +65,29 @@ class Sentence:
     score: float       # best cosine similarity to the question (over the query texts)
 
 
-def _without_titles(text: str) -> str:
-    """Plain-text titles (common/sentences.py `title_lines`) blanked out: joined to the next line as a
-    hard wrap, "1. Swimming pool renovation" became one sentence with "The council approved...", which
-    the model and the quote copied title and all (seen as a new user, in council minutes)."""
+def _layout_lines(text: str) -> str:
+    """Plain-text layout read as the sentence breaks it means. Titles (common/sentences.py `title_lines`) are
+    blanked out: joined to the next line as a hard wrap, "1. Swimming pool renovation" became one sentence
+    with "The council approved...", which the model and the quote copied title and all (seen as a new user,
+    in council minutes). A run of header fields (`field_line`) is a line each, closed: "From: Priya Nair
+    To: Tom Berger Subject: ..." was one sentence, copied into an answer."""
     lines = text.split("\n")
     for i in title_lines(lines):
         lines[i] = ""
-    for i, line in enumerate(lines):     # a run of header fields: a line each, not one run-on sentence
+    for i, line in enumerate(lines):
         if field_line(line) and any(0 <= j < len(lines) and field_line(lines[j]) for j in (i - 1, i + 1)):
-            lines[i] = line.rstrip() + ("" if re.search(r"[.!?]$", line.rstrip()) else ".") + "\n"
+            lines[i] = _closed(line.rstrip()) + "\n"
     return "\n".join(lines)
 
 
 def sentences_of(text: str) -> list[str]:
     """A passage's sentences, one line each. Markdown headings are dropped (a title states nothing, yet
     it is short and on topic, so it would outrank the sentence that answers), plain-text titles too
-    (`_without_titles`), and so are lines of fewer than four words ("Tyre pressure.", list debris). An
+    (`_layout_lines`), and so are lines of fewer than four words ("Tyre pressure.", list debris). An
     e-mail's header fields stand a line each and its quote marks go ("From: Priya Nair To: Tom Berger
     Subject: ..." was one sentence, which the model copied; seen as a new user)."""
     out = []
-    text = _without_titles(without_quote_marks(_HEADING.sub("", text)))
+    text = _layout_lines(without_quote_marks(_HEADING.sub("", text)))
     text = _WRAP.sub(" ", text)    # hard-wrapped lines (PDF, plain text) are not sentence ends; blank lines are
     for sentence in split_sentences(text, max_chars=400):
         sentence = _SPACE.sub(" ", sentence).strip()
