@@ -171,6 +171,7 @@ def test_a_name_is_found_by_its_stem_or_its_first_letters():
     assert missing_names("When was the Greek monarchy abolished?", passages) == ()
     assert missing_names("What nation is east of Swaziland?", passages) == ("swaziland",)
     assert missing_names("Who showed at the Salon des Independants?", ["Salon des Indépendants, 1912"]) == ()
+    assert missing_names("Who showed at the Salon des Indépendants?", ["Salon des Independants, 1912"]) == ()
     assert missing_names("Wann wurde Swasiland gegründet?", passages, "de") == ()   # every German noun has capitals
 
 

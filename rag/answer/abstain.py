@@ -108,14 +108,14 @@ def names(question: str) -> list[str]:
     capitals = [t for t in tokens if t[0].isupper()]
     if not tokens or len(capitals) * 2 > len(tokens):
         return []
-    parts = (p for t in capitals if t.lower() not in STOPWORDS for p in re.split(r"[-'’]", t.lower()))
+    parts = (p for t in capitals for p in re.split(r"[-'’]", t.lower()))
     return list(dict.fromkeys(p for p in parts if len(p) >= 3 and p not in STOPWORDS))
 
 
 def missing_names(question: str, passages: Sequence[str], language: str | None = None) -> tuple[str, ...]:
     """The question's names (`names`) that no passage has, as the stem or as a word with the same first
     letters. Only for a question in English (or of no known language): German capitalises every noun."""
-    wanted = [_unaccented(w) for w in names(question)] if language in (None, "en") else []
+    wanted = names(_unaccented(question)) if language in (None, "en") else []   # "Indépendants" whole
     if not wanted:
         return ()
     words = set(_WORD.findall(_unaccented(" ".join(passages).lower())))   # "Independants" finds "Indépendants"
